@@ -1,0 +1,80 @@
+"""Efficient Channel Attention (Wang et al., CVPR 2020, arXiv:1910.03151).
+
+    s = mean_{H,W}(x)                       [N, C]
+    z = sigmoid(conv1d_k(s))                along the channel axis, 1 filter, zero 'same' padding, no bias
+    y = x * z
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import activations
+from .layout import ParamInfo
+from .spec_base import SpecBase, check_int
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """The article's kernel rule ``t = int(abs((log2(C) + b) / gamma))``, made odd by +1 if even.
+
+    Computed in integers, so it is exact for every C: for an integer gamma >= 1 and
+    integer b >= 0, ``floor((log2 C + b) / gamma) == (floor(log2 C) + b) // gamma``, and
+    ``floor(log2 C)`` is ``C.bit_length() - 1``. No floating-point log is taken.
+    """
+    channels = check_int("channels", channels, 1)
+    gamma = check_int("gamma", gamma, 1)
+    b = check_int("b", b, 0)
+    t = (channels.bit_length() - 1 + b) // gamma
+    return t if t % 2 else t + 1
+
+
+@dataclass(frozen=True)
+class ECA(SpecBase):
+    """ECA spec. ``kernel_size=None`` resolves to ``eca_kernel_size(channels, gamma, b)``.
+
+    An explicit ``kernel_size`` must be a positive odd integer: 'same' padding is only
+    symmetric for odd kernels, and frameworks disagree on where an even kernel's extra pad goes.
+    """
+
+    channels: int
+    gamma: int = 2
+    b: int = 1
+    kernel_size: int | None = None
+
+    kind = "eca"
+
+    def __post_init__(self):
+        check_int("channels", self.channels, 1)
+        if self.kernel_size is None:
+            self._set("kernel_size", eca_kernel_size(self.channels, self.gamma, self.b))
+        else:
+            check_int("gamma", self.gamma, 1)
+            check_int("b", self.b, 0)
+            k = self.kernel_size
+            if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+                raise ValueError(f"kernel_size must be a positive odd integer, got {k!r} ({type(k).__name__})")
+            if k < 1 or k % 2 == 0:
+                raise ValueError(f"kernel_size must be a positive odd integer, got {k}: "
+                                 "an even kernel has no symmetric 'same' padding")
+            self._set("kernel_size", int(k))
+
+    @property
+    def padding(self) -> int:
+        """Zero padding on each side of the channel axis: (k - 1) // 2."""
+        return (self.kernel_size - 1) // 2
+
+    def param_table(self) -> list[ParamInfo]:
+        k = self.kernel_size
+        return [ParamInfo("conv.weight", (1, 1, k), "conv1d",
+                          "channel conv kernel [out=1, in=1, k], cross-correlation, no bias", k)]
+
+
+def eca_forward(spec: ECA, p: dict, x: np.ndarray) -> np.ndarray:
+    """float64 forward on channels-last ``x`` [N, H, W, C] with float64 canonical params ``p``."""
+    s = x.mean(axis=(1, 2))
+    pad = spec.padding
+    windows = np.lib.stride_tricks.sliding_window_view(np.pad(s, ((0, 0), (pad, pad))), spec.kernel_size, axis=1)
+    z = windows @ p["conv.weight"][0, 0]  # cross-correlation: no kernel flip
+    return x * activations.sigmoid(z)[:, None, None, :]

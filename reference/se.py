@@ -1,0 +1,70 @@
+"""Squeeze-and-Excitation (Hu et al., 2018, arXiv:1709.01507).
+
+    s = mean_{H,W}(x)                       [N, C]
+    z = gate(fc2(act(fc1(s))))              fc1: C -> R, fc2: R -> C
+    y = x * z                               broadcast over H, W
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import activations
+from .layout import ParamInfo
+from .spec_base import SpecBase, check_int
+
+
+def se_reduced_width(channels: int, ratio: int) -> int:
+    """The article's rule for the hidden width: ``max(1, channels // ratio)``."""
+    return max(1, channels // ratio)
+
+
+@dataclass(frozen=True)
+class SE(SpecBase):
+    """SE spec. ``reduced_channels=None`` resolves to ``max(1, channels // ratio)``.
+
+    ``activation``: "relu" | "silu" (alias "swish"); ``gate``: "sigmoid" | "hard_sigmoid"
+    (relu6(x+3)/6). ``bias`` applies to both fully connected layers.
+    """
+
+    channels: int
+    ratio: int = 4
+    reduced_channels: int | None = None
+    activation: str = "relu"
+    gate: str = "sigmoid"
+    bias: bool = True
+
+    kind = "se"
+
+    def __post_init__(self):
+        check_int("channels", self.channels, 1)
+        check_int("ratio", self.ratio, 1)
+        if self.reduced_channels is None:
+            self._set("reduced_channels", se_reduced_width(self.channels, self.ratio))
+        else:
+            self._set("reduced_channels", check_int("reduced_channels", self.reduced_channels, 1))
+        self._set("activation", activations.canonical_name(self.activation, activations.ACTIVATIONS,
+                                                           "activation"))
+        self._set("gate", activations.canonical_name(self.gate, activations.GATES, "gate"))
+        if not isinstance(self.bias, bool):
+            raise TypeError(f"bias must be True or False, got {self.bias!r}")
+
+    def param_table(self) -> list[ParamInfo]:
+        c, r = self.channels, self.reduced_channels
+        table = [ParamInfo("fc1.weight", (r, c), "linear", "squeeze FC weight [out=R, in=C]", c)]
+        if self.bias:
+            table.append(ParamInfo("fc1.bias", (r,), "bias", "squeeze FC bias [R]", c))
+        table.append(ParamInfo("fc2.weight", (c, r), "linear", "excite FC weight [out=C, in=R]", r))
+        if self.bias:
+            table.append(ParamInfo("fc2.bias", (c,), "bias", "excite FC bias [C]", r))
+        return table
+
+
+def se_forward(spec: SE, p: dict, x: np.ndarray) -> np.ndarray:
+    """float64 forward on channels-last ``x`` [N, H, W, C] with float64 canonical params ``p``."""
+    s = x.mean(axis=(1, 2))
+    h = s @ p["fc1.weight"].T + p.get("fc1.bias", 0.0)
+    h = activations.ACTIVATIONS[spec.activation](h)
+    z = h @ p["fc2.weight"].T + p.get("fc2.bias", 0.0)
+    return x * activations.GATES[spec.gate](z)[:, None, None, :]

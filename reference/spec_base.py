@@ -1,0 +1,41 @@
+"""What every module spec shares: field checks, parameter tables and initialization."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import layout
+
+
+def check_int(field: str, value, minimum: int) -> int:
+    """Return ``value`` as int if it is an integer >= ``minimum``; otherwise raise naming ``field``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{field} must be an integer, got {value!r} ({type(value).__name__})")
+    if value < minimum:
+        raise ValueError(f"{field} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+class SpecBase:
+    """Mixin for the frozen spec dataclasses. Subclasses define ``kind`` and ``param_table()``."""
+
+    kind: str = ""
+
+    def param_table(self) -> list[layout.ParamInfo]:
+        raise NotImplementedError
+
+    def param_shapes(self) -> dict[str, tuple]:
+        """``{canonical name: shape}`` in canonical (PyTorch) axis order."""
+        return {p.name: tuple(p.shape) for p in self.param_table()}
+
+    def num_params(self) -> int:
+        return int(sum(np.prod(s, dtype=np.int64) for s in self.param_shapes().values()))
+
+    def init_params(self, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
+        """Deterministic canonical parameters (see `reference.layout.init_params`)."""
+        return layout.init_params(self, seed=seed, dtype=dtype)
+
+    def _set(self, field: str, value) -> None:
+        # Frozen dataclasses resolve derived fields once, in __post_init__.
+        object.__setattr__(self, field, value)

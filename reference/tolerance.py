@@ -1,0 +1,77 @@
+"""The tolerance policy: one table, read by the tests, `attnport check` and README.
+
+A result ``y`` passes against the float64 oracle ``ref`` when, elementwise,
+``|y - ref| <= atol + rtol * |ref|``. Both numbers are ``K * u`` with ``u`` the dtype's
+unit roundoff (half its machine epsilon) and ``K = 128``; README derives ``K``.
+Two backends are compared with twice the bound, since each may be off by one bound.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .validation import is_float_dtype
+
+ERROR_BUDGET_K = 128
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float
+    atol: float
+
+    def scaled(self, factor: float) -> "Tolerance":
+        return Tolerance(self.rtol * factor, self.atol * factor)
+
+
+def unit_roundoff(dtype) -> float:
+    dtype = np.dtype(dtype)
+    if not is_float_dtype(dtype):
+        raise TypeError(f"no tolerance for non-float dtype {dtype}")
+    return float(np.finfo(dtype).eps) / 2
+
+
+def tolerance(dtype) -> Tolerance:
+    """Tolerance of one implementation against the float64 oracle, for inputs of ``dtype``."""
+    bound = ERROR_BUDGET_K * unit_roundoff(dtype)
+    return Tolerance(rtol=bound, atol=bound)
+
+
+def pair_tolerance(dtype) -> Tolerance:
+    """Tolerance between two implementations: each is within `tolerance` of the oracle."""
+    return tolerance(dtype).scaled(2)
+
+
+def errors(actual, expected) -> tuple[float, float]:
+    """(max abs error, max rel error); rel divides by |expected| where it is non-zero."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise ValueError(f"shape mismatch: actual {a.shape} vs expected {e.shape}")
+    if a.size == 0:
+        return 0.0, 0.0
+    diff = np.abs(a - e)
+    denom = np.abs(e)
+    rel = np.divide(diff, denom, out=np.zeros_like(diff), where=denom > 0)
+    return float(diff.max()), float(rel.max())
+
+
+def within(actual, expected, tol: Tolerance) -> bool:
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    return a.shape == e.shape and bool(np.all(np.abs(a - e) <= tol.atol + tol.rtol * np.abs(e)))
+
+
+def assert_within(actual, expected, tol: Tolerance, what: str = "output") -> None:
+    """Raise AssertionError naming the worst element when ``actual`` is outside ``tol``."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise AssertionError(f"{what}: shape {a.shape} != expected {e.shape}")
+    excess = np.abs(a - e) - (tol.atol + tol.rtol * np.abs(e))
+    if excess.size and excess.max() > 0:
+        i = np.unravel_index(np.argmax(excess), excess.shape)
+        abs_err, rel_err = errors(a, e)
+        raise AssertionError(f"{what}: outside rtol={tol.rtol:.3g} atol={tol.atol:.3g}; worst at {i}: "
+                             f"{a[i]!r} vs {e[i]!r}; max abs {abs_err:.3g}, max rel {rel_err:.3g}")
