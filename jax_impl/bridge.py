@@ -1,0 +1,81 @@
+"""The uniform bridge: build / load_params / export_params / apply for the NNX modules.
+
+Native variables are reached by attribute path (``fc1.kernel``); names and axis
+permutations come from `reference.layout`. float64 work runs inside a scoped
+``jax.enable_x64(True)``, so the global JAX config is never changed.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import reference
+
+from .eca import ECABlock
+from .se import SEBlock
+
+FRAMEWORK = "flax"
+MODULES = {"se": SEBlock, "eca": ECABlock}
+
+
+def x64_scope(dtype):
+    """``jax.enable_x64(True)`` for float64 work, a no-op otherwise."""
+    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
+
+
+def _variable(module, path: str):
+    return functools.reduce(getattr, path.split("."), module)
+
+
+def _param_dtype(module) -> np.dtype:
+    leaves = jax.tree_util.tree_leaves(nnx.state(module, nnx.Param))
+    return np.dtype(leaves[0].dtype)
+
+
+def build(spec, seed: int | None = None, dtype="float32"):
+    """A module for ``spec`` with Flax's own initializers, from ``nnx.Rngs(seed or 0)``."""
+    kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
+    with x64_scope(dtype):
+        return MODULES[spec.kind](**kwargs, param_dtype=jnp.dtype(np.dtype(dtype).name),
+                                  rngs=nnx.Rngs(0 if seed is None else seed))
+
+
+def load_params(module, params):
+    """Set canonical ``params`` into the module's variables in place and return it.
+
+    Refuses missing, unexpected and mis-shaped keys by name, and any lossy dtype cast.
+    """
+    spec = module.spec
+    reference.check_params(spec, params)
+    dtype = _param_dtype(module)
+    reference.check_castable(params, dtype)
+    with x64_scope(dtype):
+        for path, value in reference.to_native(spec, params, FRAMEWORK).items():
+            _variable(module, path)[...] = jnp.asarray(value.astype(dtype))
+    return module
+
+
+def export_params(module) -> dict[str, np.ndarray]:
+    """Canonical NumPy copies of the module's weights, in the module's dtype."""
+    native = {}
+    for info in module.spec.param_table():
+        path, _ = reference.native(info, FRAMEWORK)
+        native[path] = np.array(_variable(module, path)[...])
+    return reference.from_native(module.spec, native, FRAMEWORK)
+
+
+def apply(module, x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
+    """NumPy in, NumPy out; channels_first input is transposed to the native [N, H, W, C]."""
+    x = np.asarray(x)
+    reference.check_input(module.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
+    reference.check_input_dtype(x.dtype.name, _param_dtype(module).name)
+    if data_format == "channels_first":
+        x = x.transpose(0, 2, 3, 1)
+    with x64_scope(x.dtype):
+        y = np.asarray(module(jnp.asarray(x)))
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2) if data_format == "channels_first" else y)

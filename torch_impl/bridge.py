@@ -1,0 +1,73 @@
+"""The uniform bridge: build / load_params / export_params / apply for torch modules.
+
+Native variables are the module's ``state_dict`` entries; names and axis permutations
+come from `reference.layout` (for torch, canonical layout is native layout).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import reference
+
+from .eca import ECABlock
+from .se import SEBlock
+
+FRAMEWORK = "torch"
+MODULES = {"se": SEBlock, "eca": ECABlock}
+
+
+def _module_dtype(module: torch.nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return torch.empty((), dtype=dtype).numpy().dtype
+
+
+def build(spec, seed: int | None = None, dtype="float32") -> torch.nn.Module:
+    """A module for ``spec`` with torch's own initialization, seeded locally when ``seed`` is given."""
+    cls = MODULES[spec.kind]
+    kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
+    torch_dtype = getattr(torch, np.dtype(dtype).name)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(**kwargs, dtype=torch_dtype).eval()
+
+
+def load_params(module: torch.nn.Module, params) -> torch.nn.Module:
+    """Copy canonical ``params`` into ``module`` in place and return it.
+
+    Refuses missing, unexpected and mis-shaped keys by name, and any lossy dtype cast.
+    """
+    spec = module.spec
+    reference.check_params(spec, params)
+    reference.check_castable(params, _numpy_dtype(_module_dtype(module)))
+    state = module.state_dict()
+    native = reference.to_native(spec, params, FRAMEWORK)
+    with torch.no_grad():
+        for path, value in native.items():
+            state[path].copy_(torch.from_numpy(value))
+    return module
+
+
+def export_params(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """Canonical NumPy copies of the module's weights, in the module's dtype."""
+    state = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+    return reference.from_native(module.spec, state, FRAMEWORK)
+
+
+def apply(module: torch.nn.Module, x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
+    """NumPy in, NumPy out. channels_last input runs as a ``torch.channels_last`` tensor (no copy)."""
+    x = np.asarray(x)
+    reference.check_input(module.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
+    reference.check_input_dtype(x.dtype.name, _numpy_dtype(_module_dtype(module)).name)
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    if data_format == "channels_last":
+        t = t.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
+    with torch.no_grad():
+        y = module(t)
+    if data_format == "channels_last":
+        y = y.permute(0, 2, 3, 1)
+    return y.contiguous().numpy()

@@ -1,0 +1,30 @@
+"""Efficient Channel Attention as a torch module (Wang et al., CVPR 2020)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import reference
+
+from .validate import check_tensor
+
+
+class ECABlock(nn.Module):
+    """ECA on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape.
+
+    Arguments are those of `reference.ECA`; the resolved spec (with kernel size) is ``.spec``.
+    Weight: ``conv`` Conv1d(1, 1, k, zero padding (k-1)//2, no bias), weight [1, 1, k].
+    """
+
+    def __init__(self, channels: int, gamma: int = 2, b: int = 1, kernel_size: int | None = None,
+                 device=None, dtype=None):
+        super().__init__()
+        self.spec = reference.ECA(channels, gamma, b, kernel_size)
+        self.conv = nn.Conv1d(1, 1, self.spec.kernel_size, padding=self.spec.padding, bias=False,
+                              device=device, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(self.spec, x)
+        s = x.mean(dim=(2, 3))                       # [N, C]
+        z = torch.sigmoid(self.conv(s[:, None, :]))  # [N, 1, C]: C steps, 1 feature
+        return x * z[:, 0, :, None, None]
