@@ -1,0 +1,36 @@
+"""Helpers shared by the test modules: backend lookup, cached modules, inputs."""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from attnport import backends, cases
+
+BACKEND_NAMES = tuple(backends.BACKENDS)
+
+
+def get_bridge(name: str):
+    """The backend package, imported once per process; skips when its framework is missing."""
+    if not backends.installed(name):
+        pytest.skip(f"{backends.BACKENDS[name][1]} is not installed")
+    bridge = backends.load(name)
+    backends.strict_numerics()
+    return bridge
+
+
+@functools.lru_cache(maxsize=None)
+def loaded_module(backend: str, spec, dtype: str, seed: int = 0):
+    """A module for ``spec`` holding ``spec.init_params(seed)``; cached, tests must not mutate it."""
+    b = get_bridge(backend)
+    return b.load_params(b.build(spec, dtype=dtype), spec.init_params(seed=seed, dtype=dtype))
+
+
+def make_input(spec, n, hw, dtype, data_format="channels_last", seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, *hw, spec.channels)).astype(dtype)
+    return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def spec_params(specs):
+    return [pytest.param(s, id=cases.spec_id(s)) for s in specs]

@@ -1,0 +1,24 @@
+"""Every backend against the float64 oracle: specs x shapes x data formats x dtypes."""
+import pytest
+
+import reference
+from attnport import cases
+
+from helpers import BACKEND_NAMES, get_bridge, loaded_module, make_input, spec_params
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
+@pytest.mark.parametrize("dtype", cases.DTYPES)
+@pytest.mark.parametrize("spec", spec_params(cases.SPECS))
+@pytest.mark.parametrize("data_format", reference.DATA_FORMATS)
+def test_backend_matches_oracle(backend, dtype, spec, data_format):
+    module = loaded_module(backend, spec, dtype)
+    bridge = get_bridge(backend)
+    params = spec.init_params(seed=0, dtype=dtype)
+    for n in cases.BATCHES:
+        for hw in cases.SPATIAL:
+            x = make_input(spec, n, hw, dtype, data_format, seed=n * 100 + hw[0])
+            y = bridge.apply(module, x, data_format)
+            assert y.dtype == x.dtype, f"output dtype {y.dtype} != input dtype {x.dtype}"
+            reference.assert_within(y, reference.forward(spec, params, x, data_format),
+                                    reference.tolerance(dtype), what=f"{backend} N={n} HW={hw}")
