@@ -69,13 +69,22 @@ def export_params(module) -> dict[str, np.ndarray]:
     return reference.from_native(module.spec, native, FRAMEWORK)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _run(graphdef, state, x):
+    return nnx.merge(graphdef, state)(x)
+
+
 def apply(module, x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
-    """NumPy in, NumPy out; channels_first input is transposed to the native [N, H, W, C]."""
+    """NumPy in, NumPy out; channels_first input is transposed to the native [N, H, W, C].
+
+    Runs the module under ``jax.jit`` (one compile per module structure, shape and dtype).
+    """
     x = np.asarray(x)
     reference.check_input(module.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
     reference.check_input_dtype(x.dtype.name, _param_dtype(module).name)
     if data_format == "channels_first":
         x = x.transpose(0, 2, 3, 1)
     with x64_scope(x.dtype):
-        y = np.asarray(module(jnp.asarray(x)))
+        graphdef, state = nnx.split(module)
+        y = np.asarray(_run(graphdef, state, jnp.asarray(x)))
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2) if data_format == "channels_first" else y)

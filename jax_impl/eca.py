@@ -23,7 +23,7 @@ class ECABlock(nnx.Module):
         self.spec = reference.ECA(channels, gamma, b, kernel_size)
         pad = self.spec.padding
         # Explicit padding: Flax defaults to 'SAME' and to a bias, neither of which we rely on.
-        self.conv = nnx.Conv(1, 1, kernel_size=(self.spec.kernel_size,), padding=[(pad, pad)], use_bias=False,
+        self.conv = nnx.Conv(1, 1, kernel_size=(self.spec.kernel_size,), padding=((pad, pad),), use_bias=False,
                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
     def __call__(self, x):
