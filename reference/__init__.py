@@ -8,7 +8,7 @@ from .eca import ECA, eca_kernel_size
 from .forward import forward
 from .layout import FRAMEWORKS, ParamInfo, from_native, native, native_shape, to_native
 from .se import SE, se_reduced_width
-from .tolerance import Tolerance, errors, pair_tolerance, tolerance, within, assert_within
+from .tolerance import Tolerance, assert_within, errors, pair_tolerance, tolerance, unit_roundoff, within
 from .validation import (DATA_FORMATS, ParamError, check_castable, check_input, check_input_dtype,
                          check_params, is_float_dtype)
 
@@ -17,7 +17,7 @@ SPECS = {cls.kind: cls for cls in (SE, ECA)}
 __all__ = [
     "ACTIVATIONS", "GATES", "SE", "ECA", "SPECS", "eca_kernel_size", "se_reduced_width", "forward",
     "FRAMEWORKS", "ParamInfo", "from_native", "native", "native_shape", "to_native",
-    "Tolerance", "errors", "pair_tolerance", "tolerance", "within", "assert_within",
+    "Tolerance", "errors", "pair_tolerance", "tolerance", "unit_roundoff", "within", "assert_within",
     "DATA_FORMATS", "ParamError", "check_castable", "check_input", "check_input_dtype", "check_params",
     "is_float_dtype",
 ]

@@ -1,0 +1,41 @@
+"""Markdown tables for README, generated from `reference` so the manual cannot drift from the code."""
+from __future__ import annotations
+
+import reference
+
+_SYMBOLIC = {"se": reference.SE(channels=24), "eca": reference.ECA(channels=512)}
+_SYMBOLS = {"se": {24: "C", 6: "R"}, "eca": {512: "C", 5: "k"}}
+_TITLES = {"torch": "PyTorch (`torch_impl`)", "keras": "Keras (`tf_impl`)", "flax": "Flax NNX (`jax_impl`)"}
+
+
+def _symbolic(kind: str, shape) -> str:
+    names = _SYMBOLS[kind]
+    return "[" + ", ".join(names.get(d, str(d)) for d in shape) + "]"
+
+
+def _perm(perm) -> str:
+    return "as is" if perm is None else ("`.T`" if perm == (1, 0) else f"`transpose{perm}`")
+
+
+def weight_table() -> str:
+    """The canonical weight table: one row per canonical parameter, one column per framework."""
+    head = ["module", "canonical name", "shape", "meaning"] + [_TITLES[f] for f in reference.FRAMEWORKS]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind, spec in _SYMBOLIC.items():
+        for info in spec.param_table():
+            cells = [kind.upper(), f"`{info.name}`", _symbolic(kind, info.shape), info.meaning]
+            for fw in reference.FRAMEWORKS:
+                path, perm = reference.native(info, fw)
+                shape = _symbolic(kind, reference.native_shape(info, fw))
+                cells.append(f"`{path}` {shape}, {_perm(perm)}")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def tolerance_table(dtypes=("float64", "float32")) -> str:
+    lines = ["| dtype | unit roundoff u | rtol = atol (vs oracle) | between two backends |", "|---|---|---|---|"]
+    for d in dtypes:
+        tol, pair = reference.tolerance(d), reference.pair_tolerance(d)
+        u = reference.unit_roundoff(d)
+        lines.append(f"| {d} | {u:.3g} | {tol.rtol:.3g} | {pair.rtol:.3g} |")
+    return "\n".join(lines)

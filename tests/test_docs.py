@@ -1,0 +1,34 @@
+"""README must state what the code does: weight table, tolerance table, commands."""
+import pathlib
+
+import numpy as np
+
+import reference
+from attnport import tables
+
+README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+
+
+def test_readme_weight_table_is_current():
+    assert tables.weight_table() in README
+
+
+def test_readme_tolerance_table_is_current():
+    assert tables.tolerance_table() in README
+
+
+def test_tolerance_follows_the_documented_derivation():
+    # rtol = atol = K * u with K = 128 and u = eps/2, read from NumPy's finfo, not from the code under test
+    for dtype, eps in (("float32", 2.0 ** -23), ("float64", 2.0 ** -52)):
+        tol = reference.tolerance(dtype)
+        assert tol.rtol == tol.atol == 128 * eps / 2
+        assert np.finfo(dtype).eps == eps
+        assert reference.pair_tolerance(dtype).rtol == 2 * tol.rtol
+    # anchored against torch.testing's float32 defaults (rtol 1.3e-6, atol 1e-5): same order, not looser in atol
+    assert 1.3e-6 < reference.tolerance("float32").rtol < 1e-5
+    assert reference.tolerance("float32").atol <= 1e-5
+
+
+def test_readme_commands():
+    for command in ('pip install -e ".[all]" && attnport check', 'pip install -e ".[all,test]" && pytest'):
+        assert command in README
