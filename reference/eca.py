@@ -6,14 +6,15 @@
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import activations
 from .layout import ParamInfo
-from .spec_base import SpecBase, check_int
+from .spec_base import SpecBase, check_choice, check_int, check_odd_kernel
+
+PADDING_MODES = ("zeros", "circular")
 
 
 def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
@@ -36,12 +37,15 @@ class ECA(SpecBase):
 
     An explicit ``kernel_size`` must be a positive odd integer: 'same' padding is only
     symmetric for odd kernels, and frameworks disagree on where an even kernel's extra pad goes.
+    ``padding_mode``: "zeros" (the paper) or "circular" (timm's CecaModule: the channel axis
+    wraps around, index ``c`` reads ``c mod C``).
     """
 
     channels: int
     gamma: int = 2
     b: int = 1
     kernel_size: int | None = None
+    padding_mode: str = "zeros"
 
     kind = "eca"
 
@@ -52,18 +56,36 @@ class ECA(SpecBase):
         else:
             check_int("gamma", self.gamma, 1)
             check_int("b", self.b, 0)
-            k = self.kernel_size
-            if isinstance(k, bool) or not isinstance(k, numbers.Integral):
-                raise ValueError(f"kernel_size must be a positive odd integer, got {k!r} ({type(k).__name__})")
-            if k < 1 or k % 2 == 0:
-                raise ValueError(f"kernel_size must be a positive odd integer, got {k}: "
-                                 "an even kernel has no symmetric 'same' padding")
-            self._set("kernel_size", int(k))
+            self._set("kernel_size", check_odd_kernel("kernel_size", self.kernel_size))
+        check_choice("padding_mode", self.padding_mode, PADDING_MODES)
+
+    # --- presets (README "Presets"; NOTES §3) ---
+    @classmethod
+    def paper(cls, channels: int) -> "ECA":
+        """The paper's and the article's rule: k from `eca_kernel_size`, zero padding."""
+        return cls(channels)
+
+    @classmethod
+    def timm(cls, channels: int) -> "ECA":
+        """timm `EcaModule`: the same formula, then at least 3 (C <= 7 gives 3, not 1)."""
+        return cls(channels, kernel_size=max(eca_kernel_size(channels), 3))
+
+    @classmethod
+    def circular(cls, channels: int) -> "ECA":
+        """timm `CecaModule`: the timm kernel size with circular padding of the channel axis."""
+        return cls(channels, kernel_size=max(eca_kernel_size(channels), 3), padding_mode="circular")
 
     @property
     def padding(self) -> int:
-        """Zero padding on each side of the channel axis: (k - 1) // 2."""
+        """Padding on each side of the channel axis: (k - 1) // 2."""
         return (self.kernel_size - 1) // 2
+
+    def padded_indices(self) -> np.ndarray:
+        """Channel index read at each padded position (-1 reads a zero): [C + 2 * padding]."""
+        idx = np.arange(-self.padding, self.channels + self.padding)
+        if self.padding_mode == "circular":
+            return idx % self.channels
+        return np.where((idx >= 0) & (idx < self.channels), idx, -1)
 
     def param_table(self) -> list[ParamInfo]:
         k = self.kernel_size
@@ -75,6 +97,7 @@ def eca_forward(spec: ECA, p: dict, x: np.ndarray) -> np.ndarray:
     """float64 forward on channels-last ``x`` [N, H, W, C] with float64 canonical params ``p``."""
     s = x.mean(axis=(1, 2))
     pad = spec.padding
-    windows = np.lib.stride_tricks.sliding_window_view(np.pad(s, ((0, 0), (pad, pad))), spec.kernel_size, axis=1)
+    padded = np.pad(s, ((0, 0), (pad, pad)), mode="wrap" if spec.padding_mode == "circular" else "constant")
+    windows = np.lib.stride_tricks.sliding_window_view(padded, spec.kernel_size, axis=1)
     z = windows @ p["conv.weight"][0, 0]  # cross-correlation: no kernel flip
     return x * activations.sigmoid(z)[:, None, None, :]

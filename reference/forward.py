@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .cbam import CBAM, cbam_forward
 from .eca import ECA, eca_forward
 from .se import SE, se_forward
 from .validation import check_array_input, check_params
 
-FORWARDS = {SE: se_forward, ECA: eca_forward}
+FORWARDS = {SE: se_forward, ECA: eca_forward, CBAM: cbam_forward}
 
 
 def forward(spec, params, x, data_format: str = "channels_last") -> np.ndarray:

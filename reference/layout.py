@@ -39,8 +39,26 @@ LAYOUTS: dict[str, dict[str, Native]] = {
     "linear": {"torch": Native("weight"), "keras": Native("kernel", (1, 0)), "flax": Native("kernel", (1, 0))},
     "conv1d": {"torch": Native("weight"), "keras": Native("kernel", (2, 1, 0)),
                "flax": Native("kernel", (2, 1, 0))},
+    "conv2d": {"torch": Native("weight"), "keras": Native("kernel", (2, 3, 1, 0)),
+               "flax": Native("kernel", (2, 3, 1, 0))},
     "bias": {"torch": Native("bias"), "keras": Native("bias"), "flax": Native("bias")},
+    # BatchNorm (NOTES §4-5): Flax keeps mean/var in the `batch_stats` collection (nnx.BatchStat).
+    "bn_scale": {"torch": Native("weight"), "keras": Native("gamma"), "flax": Native("scale")},
+    "bn_shift": {"torch": Native("bias"), "keras": Native("beta"), "flax": Native("bias")},
+    "bn_mean": {"torch": Native("running_mean"), "keras": Native("moving_mean"), "flax": Native("mean")},
+    "bn_var": {"torch": Native("running_var"), "keras": Native("moving_variance"), "flax": Native("var")},
 }
+
+
+def bn_momentum(torch_momentum: float, framework: str) -> float:
+    """A BatchNorm momentum in ``framework``'s convention, from torch's.
+
+    torch updates ``running = (1 - m) * running + m * batch``; Keras and Flax update
+    ``running = m' * running + (1 - m') * batch``, so ``m' = 1 - m``.
+    """
+    if framework not in FRAMEWORKS:
+        raise ValueError(f"unknown framework {framework!r}; choose one of {FRAMEWORKS}")
+    return torch_momentum if framework == "torch" else 1.0 - torch_momentum
 
 
 def native(info: ParamInfo, framework: str) -> tuple[str, tuple | None]:
@@ -78,13 +96,15 @@ def from_native(spec, native_params: Mapping[str, np.ndarray], framework: str) -
 
 
 def init_params(spec, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
-    """Deterministic canonical params: every entry ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    """Deterministic canonical params: every entry ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)),
+    except BatchNorm running variances ~ U(0.5, 1.5) (a variance must be positive).
 
-    Biases are drawn too (not zero), so a test that swaps or drops a bias fails.
+    Biases and BN statistics are drawn too (not 0 or 1), so a test that swaps or drops one fails.
     """
     rng = np.random.default_rng(seed)
     out = {}
     for info in spec.param_table():
-        bound = 1.0 / np.sqrt(max(info.fan_in, 1))
-        out[info.name] = rng.uniform(-bound, bound, size=info.shape).astype(dtype)
+        low, high = (0.5, 1.5) if info.kind == "bn_var" else (-1.0 / np.sqrt(max(info.fan_in, 1)),
+                                                                1.0 / np.sqrt(max(info.fan_in, 1)))
+        out[info.name] = rng.uniform(low, high, size=info.shape).astype(dtype)
     return out

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import activations
 from .layout import ParamInfo
+from .rules import make_divisible
 from .spec_base import SpecBase, check_int
 
 
@@ -24,8 +25,9 @@ def se_reduced_width(channels: int, ratio: int) -> int:
 class SE(SpecBase):
     """SE spec. ``reduced_channels=None`` resolves to ``max(1, channels // ratio)``.
 
-    ``activation``: "relu" | "silu" (alias "swish"); ``gate``: "sigmoid" | "hard_sigmoid"
-    (relu6(x+3)/6). ``bias`` applies to both fully connected layers.
+    ``activation``: "relu" | "silu" (alias "swish") | "hard_swish" | "gelu" (exact) | "gelu_tanh";
+    ``gate``: "sigmoid" | "hard_sigmoid" (relu6(x+3)/6) | "hard_sigmoid_keras2" (clip(0.2x+0.5, 0, 1)).
+    ``bias`` applies to both fully connected layers.
     """
 
     channels: int
@@ -49,6 +51,40 @@ class SE(SpecBase):
         self._set("gate", activations.canonical_name(self.gate, activations.GATES, "gate"))
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be True or False, got {self.bias!r}")
+
+    # --- presets (README "Presets"; NOTES §2) ---
+    @classmethod
+    def article(cls, channels: int) -> "SE":
+        """The article's Keras code: ratio 4, ReLU, sigmoid."""
+        return cls(channels, ratio=4)
+
+    @classmethod
+    def paper(cls, channels: int) -> "SE":
+        """Hu et al. and timm's legacy senet: width C // 16 (at least 1), ReLU, sigmoid."""
+        return cls(channels, ratio=16)
+
+    @classmethod
+    def timm(cls, channels: int) -> "SE":
+        """timm `SEModule`: width make_divisible(C / 16, 8, round_limit=0), so never below 8."""
+        return cls(channels, ratio=16, reduced_channels=make_divisible(channels / 16, 8, round_limit=0.0))
+
+    @classmethod
+    def torchvision(cls, channels: int, squeeze_channels: int, activation: str = "relu",
+                    gate: str = "sigmoid") -> "SE":
+        """torchvision `ops.SqueezeExcitation(input_channels, squeeze_channels, ...)`: width given."""
+        return cls(channels, reduced_channels=squeeze_channels, activation=activation, gate=gate)
+
+    @classmethod
+    def efficientnet(cls, channels: int, in_channels: int) -> "SE":
+        """EfficientNet (Keras applications, torchvision, timm): width from the block's *input*
+        channels, max(1, int(in_channels * 0.25)); SiLU, sigmoid."""
+        check_int("in_channels", in_channels, 1)
+        return cls(channels, reduced_channels=max(1, int(in_channels * 0.25)), activation="silu")
+
+    @classmethod
+    def mobilenetv3(cls, channels: int) -> "SE":
+        """MobileNetV3: width make_divisible(C / 4, 8) with the 10 % rule; ReLU, hard-sigmoid."""
+        return cls(channels, ratio=4, reduced_channels=make_divisible(channels / 4, 8), gate="hard_sigmoid")
 
     def param_table(self) -> list[ParamInfo]:
         c, r = self.channels, self.reduced_channels

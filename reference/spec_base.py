@@ -17,6 +17,22 @@ def check_int(field: str, value, minimum: int) -> int:
     return int(value)
 
 
+def check_odd_kernel(field: str, k) -> int:
+    """A positive odd integer: 'same' padding is symmetric only for odd kernels (NOTES §7)."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+        raise ValueError(f"{field} must be a positive odd integer, got {k!r} ({type(k).__name__})")
+    if k < 1 or k % 2 == 0:
+        raise ValueError(f"{field} must be a positive odd integer, got {k}: an even kernel has no "
+                         "symmetric 'same' padding, and frameworks disagree on where the extra pad goes")
+    return int(k)
+
+
+def check_choice(field: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f"{field}={value!r} is not supported; choose one of {tuple(choices)}")
+    return value
+
+
 class SpecBase:
     """Mixin for the frozen spec dataclasses. Subclasses define ``kind`` and ``param_table()``."""
 
