@@ -17,25 +17,53 @@ SE_SPECS = [
     reference.SE(64, reduced_channels=5),
     reference.SE(200, ratio=16, gate="hard_sigmoid"),
     reference.SE(200, ratio=4, reduced_channels=13, activation="silu", bias=False),
+    reference.SE(16, activation="hard_swish", gate="hard_sigmoid_keras2"),
+    reference.SE(16, activation="gelu"),
+    reference.SE(16, activation="gelu_tanh", gate="hard_sigmoid_keras2", bias=False),
+    # presets (README "Presets")
+    reference.SE.paper(256),
+    reference.SE.timm(200),
+    reference.SE.torchvision(40, squeeze_channels=10, activation="silu"),
+    reference.SE.efficientnet(96, in_channels=16),
+    reference.SE.mobilenetv3(72),
 ]
 
 ECA_SPECS = [reference.ECA(c) for c in (1, 7, 8, 24, 127, 128, 512, 2048)] + [
     reference.ECA(24, kernel_size=1),
-    reference.ECA(24, kernel_size=3),
+    reference.ECA(200, kernel_size=3),  # explicit k below the formula's 5
     reference.ECA(64, kernel_size=5),
     reference.ECA(7, kernel_size=7),    # kernel wider than the channel axis: all zero padding
     reference.ECA(128, kernel_size=9),
+    reference.ECA.timm(7),
+    reference.ECA.circular(7),
+    reference.ECA.circular(128),
+    reference.ECA(3, kernel_size=9, padding_mode="circular"),  # wraps around the channel axis more than once
 ]
 
-SPECS = SE_SPECS + ECA_SPECS
+CBAM_SPECS = [
+    reference.CBAM.official(40),
+    reference.CBAM.timm(40),
+    reference.CBAM.official(64),
+    reference.CBAM.timm(24),
+    reference.CBAM(3),                                            # C < ratio: width clamps to 1
+    reference.CBAM(8, ratio=2, spatial_kernel=3, spatial_norm=False, gate="hard_sigmoid"),
+    reference.CBAM(16, spatial_kernel=1, mlp_bias=False),
+    reference.CBAM(32, bn_eps=1e-3, spatial_order=("mean", "max"), gate="hard_sigmoid_keras2"),
+]
+
+SPECS = SE_SPECS + ECA_SPECS + CBAM_SPECS
 BATCHES = (1, 3)
 SPATIAL = ((1, 1), (2, 5), (7, 7), (14, 14))
 DTYPES = ("float32", "float64")
 
 
 def spec_id(spec) -> str:
-    """Short, unique, readable test id: se-C24-r4-R6-relu-sigmoid-b1 or eca-C512-k5."""
+    """Short, unique, readable test id, e.g. se-C24-r4-R6-relu-sigmoid-b1 or eca-C512-g2-b1-k5-zeros."""
     if spec.kind == "se":
         return (f"se-C{spec.channels}-r{spec.ratio}-R{spec.reduced_channels}-{spec.activation}-{spec.gate}"
                 f"-b{int(spec.bias)}")
-    return f"eca-C{spec.channels}-g{spec.gamma}-b{spec.b}-k{spec.kernel_size}"
+    if spec.kind == "eca":
+        return f"eca-C{spec.channels}-g{spec.gamma}-b{spec.b}-k{spec.kernel_size}-{spec.padding_mode}"
+    return (f"cbam-C{spec.channels}-R{spec.reduced_channels}-b{int(spec.mlp_bias)}-k{spec.spatial_kernel}-"
+            f"{'+'.join(spec.spatial_order)}-{'bn' + format(spec.bn_eps, 'g') if spec.spatial_norm else 'nobn'}-"
+            f"{spec.gate}")

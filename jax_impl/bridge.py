@@ -16,11 +16,12 @@ from flax import nnx
 
 import reference
 
+from .cbam import CBAMBlock
 from .eca import ECABlock
 from .se import SEBlock
 
 FRAMEWORK = "flax"
-MODULES = {"se": SEBlock, "eca": ECABlock}
+MODULES = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
 
 
 def x64_scope(dtype):

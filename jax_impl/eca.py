@@ -15,13 +15,15 @@ class ECABlock(nnx.Module):
 
     Arguments are those of `reference.ECA`; the resolved spec (with kernel size) is ``.spec``.
     The pooled vector is viewed as [N, C, 1] (C steps, 1 feature).
-    Weight: ``conv`` Conv(1, 1, (k,), zero padding (k-1)//2 each side, no bias), kernel [k, 1, 1].
+    Weight: ``conv`` Conv(1, 1, (k,), zero padding (k-1)//2 each side, no bias), kernel [k, 1, 1];
+    for ``padding_mode="circular"`` the channel axis is wrapped by a gather and the conv pads nothing.
     """
 
-    def __init__(self, channels: int, gamma: int = 2, b: int = 1, kernel_size: int | None = None, *,
-                 dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
-        self.spec = reference.ECA(channels, gamma, b, kernel_size)
-        pad = self.spec.padding
+    def __init__(self, channels: int, gamma: int = 2, b: int = 1, kernel_size: int | None = None,
+                 padding_mode: str = "zeros", *, dtype=None, param_dtype=jnp.float32, rngs: nnx.Rngs):
+        self.spec = reference.ECA(channels, gamma, b, kernel_size, padding_mode)
+        circular = self.spec.padding_mode == "circular"
+        pad = 0 if circular else self.spec.padding
         # Explicit padding: Flax defaults to 'SAME' and to a bias, neither of which we rely on.
         self.conv = nnx.Conv(1, 1, kernel_size=(self.spec.kernel_size,), padding=((pad, pad),), use_bias=False,
                              dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -29,5 +31,7 @@ class ECABlock(nnx.Module):
     def __call__(self, x):
         check_array(self.spec, x)
         s = jnp.mean(x, axis=(1, 2))
+        if self.spec.padding_mode == "circular":
+            s = s[:, self.spec.padded_indices()]
         z = jax.nn.sigmoid(self.conv(s[:, :, None]))  # [N, C, 1]
         return x * z[:, None, None, :, 0]

@@ -70,7 +70,7 @@ def test_swish_is_silu():
     (dict(channels=True), "channels", TypeError),
     (dict(channels=8, ratio=0), "ratio", ValueError),
     (dict(channels=8, reduced_channels=0), "reduced_channels", ValueError),
-    (dict(channels=8, activation="gelu"), "activation", ValueError),
+    (dict(channels=8, activation="tanh"), "activation", ValueError),
     (dict(channels=8, gate="swish"), "gate", ValueError),
     (dict(channels=8, bias="yes"), "bias", TypeError),
 ])

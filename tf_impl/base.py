@@ -58,6 +58,10 @@ class AttentionLayer(keras.layers.Layer):
         """Global average pool over H, W: [N, C]."""
         return ops.mean(x, axis=(1, 2) if self.data_format == "channels_last" else (2, 3))
 
+    def _pool_max(self, x):
+        """Global max pool over H, W: [N, C]."""
+        return ops.max(x, axis=(1, 2) if self.data_format == "channels_last" else (2, 3))
+
     def _scale(self, x, z):
         """Multiply x by the per-channel gate z [N, C], broadcast over H, W."""
         z = z[:, None, None, :] if self.data_format == "channels_last" else z[:, :, None, None]

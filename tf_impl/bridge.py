@@ -12,11 +12,12 @@ import numpy as np
 
 import reference
 
+from .cbam import CBAMBlock
 from .eca import ECABlock
 from .se import SEBlock
 
 FRAMEWORK = "keras"
-MODULES = {"se": SEBlock, "eca": ECABlock}
+MODULES = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
 
 
 def _variable(layer, path: str):

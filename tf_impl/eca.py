@@ -15,27 +15,34 @@ class ECABlock(AttentionLayer):
 
     Arguments are those of `reference.ECA` without ``channels``. The pooled vector is
     reshaped to [N, C, 1] (C steps, 1 feature) so Conv1D slides along the channel axis.
-    Weight: ``conv`` Conv1D(1, k, padding="same", use_bias=False), kernel [k, 1, 1].
+    Weight: ``conv`` Conv1D(1, k, padding="same", use_bias=False), kernel [k, 1, 1]; for
+    ``padding_mode="circular"`` the channel axis is wrapped by a gather and the conv is 'valid'.
     """
 
     spec_class = reference.ECA
-    spec_fields = ("gamma", "b", "kernel_size")
+    spec_fields = ("gamma", "b", "kernel_size", "padding_mode")
 
-    def __init__(self, gamma: int = 2, b: int = 1, kernel_size: int | None = None, **kwargs):
+    def __init__(self, gamma: int = 2, b: int = 1, kernel_size: int | None = None, padding_mode: str = "zeros",
+                 **kwargs):
         super().__init__(**kwargs)
-        reference.ECA(1, gamma, b, kernel_size)  # validate the arguments before any input is seen
-        self.gamma, self.b, self.kernel_size = gamma, b, kernel_size
+        reference.ECA(1, gamma, b, kernel_size, padding_mode)  # validate before any input is seen
+        self.gamma, self.b, self.kernel_size, self.padding_mode = gamma, b, kernel_size, padding_mode
 
     def _build_sublayers(self, spec):
+        circular = spec.padding_mode == "circular"
+        self._wrap_index = spec.padded_indices() if circular else None
         # 'same' pads (k-1)//2 on both sides for the odd kernels the spec allows.
-        self.conv = keras.layers.Conv1D(1, spec.kernel_size, padding="same", use_bias=False,
-                                        kernel_initializer=self.kernel_initializer,
+        self.conv = keras.layers.Conv1D(1, spec.kernel_size, padding="valid" if circular else "same",
+                                        use_bias=False, kernel_initializer=self.kernel_initializer,
                                         dtype=self.dtype_policy, name="conv")
-        self.conv.build((None, spec.channels, 1))
+        self.conv.build((None, spec.channels + 2 * spec.padding if circular else spec.channels, 1))
 
     def call(self, x):
         self._check(x)
-        z = self.conv(ops.expand_dims(self._pool(x), -1))  # [N, C, 1]
+        s = self._pool(x)
+        if self._wrap_index is not None:
+            s = ops.take(s, self._wrap_index, axis=1)
+        z = self.conv(ops.expand_dims(s, -1))  # [N, C, 1]
         return self._scale(x, ops.sigmoid(z[:, :, 0]))
 
 

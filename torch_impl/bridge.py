@@ -10,11 +10,12 @@ import torch
 
 import reference
 
+from .cbam import CBAMBlock
 from .eca import ECABlock
 from .se import SEBlock
 
 FRAMEWORK = "torch"
-MODULES = {"se": SEBlock, "eca": ECABlock}
+MODULES = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
 
 
 def _module_dtype(module: torch.nn.Module) -> torch.dtype:

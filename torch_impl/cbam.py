@@ -1,0 +1,49 @@
+"""Convolutional Block Attention Module as a torch module (Woo et al., ECCV 2018)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import reference
+
+from .activations import GATES
+from .validate import check_tensor
+
+
+class CBAMBlock(nn.Module):
+    """CBAM on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape.
+
+    Arguments are those of `reference.CBAM`; the resolved spec is ``.spec``. Weights: ``fc1``
+    Linear(C -> R), ``fc2`` Linear(R -> C) (shared by the avg and max branches), ``conv``
+    Conv2d(2, 1, k, padding (k-1)//2, no bias), ``bn`` BatchNorm2d(1) (eval mode uses running stats).
+    """
+
+    def __init__(self, channels: int, ratio: int = 16, reduced_channels: int | None = None,
+                 mlp_bias: bool = True, spatial_kernel: int = 7, spatial_order=("max", "mean"),
+                 spatial_norm: bool = True, bn_eps: float = 1e-5, gate: str = "sigmoid",
+                 bn_momentum: float = 0.1, device=None, dtype=None):
+        super().__init__()
+        self.spec = s = reference.CBAM(channels, ratio, reduced_channels, mlp_bias, spatial_kernel,
+                                       spatial_order, spatial_norm, bn_eps, gate, bn_momentum)
+        factory = dict(device=device, dtype=dtype)
+        self.fc1 = nn.Linear(s.channels, s.reduced_channels, bias=s.mlp_bias, **factory)
+        self.fc2 = nn.Linear(s.reduced_channels, s.channels, bias=s.mlp_bias, **factory)
+        self.conv = nn.Conv2d(2, 1, s.spatial_kernel, padding=s.padding, bias=False, **factory)
+        self.bn = nn.BatchNorm2d(1, eps=s.bn_eps, momentum=reference.bn_momentum(s.bn_momentum, "torch"),
+                                 **factory) if s.spatial_norm else None
+        self.gate = GATES[s.gate]
+        self._max_first = s.spatial_order == ("max", "mean")
+
+    def _mlp(self, v: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(v)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(self.spec, x)
+        mc = self.gate(self._mlp(x.mean(dim=(2, 3))) + self._mlp(x.amax(dim=(2, 3))))
+        x1 = x * mc[:, :, None, None]
+        mx, mean = x1.amax(dim=1, keepdim=True), x1.mean(dim=1, keepdim=True)
+        z = self.conv(torch.cat((mx, mean) if self._max_first else (mean, mx), dim=1))
+        if self.bn is not None:
+            z = self.bn(z)
+        return x1 * self.gate(z)
