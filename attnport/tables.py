@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import reference
 
-_SYMBOLIC = {"se": reference.SE(channels=24), "eca": reference.ECA(channels=512)}
-_SYMBOLS = {"se": {24: "C", 6: "R"}, "eca": {512: "C", 5: "k"}}
+_SYMBOLIC = {"se": reference.SE(channels=24), "eca": reference.ECA(channels=512), "cbam": reference.CBAM(channels=48)}
+_SYMBOLS = {"se": {24: "C", 6: "R"}, "eca": {512: "C", 5: "k"}, "cbam": {48: "C", 3: "R", 7: "k"}}
 _TITLES = {"torch": "PyTorch (`torch_impl`)", "keras": "Keras (`tf_impl`)", "flax": "Flax NNX (`jax_impl`)"}
 
 

@@ -32,3 +32,30 @@ def test_tolerance_follows_the_documented_derivation():
 def test_readme_commands():
     for command in ('pip install -e ".[all]" && attnport check', 'pip install -e ".[all,test]" && pytest'):
         assert command in README
+
+
+def _python_blocks():
+    blocks, inside, current = [], False, []
+    for line in README.splitlines():
+        if line.strip() == "```python":
+            inside, current = True, []
+        elif line.strip() == "```" and inside:
+            inside = False
+            blocks.append("\n".join(current))
+        elif inside:
+            current.append(line)
+    return blocks
+
+
+def test_readme_python_examples_run():
+    from helpers import get_bridge
+    for name in ("torch", "tf", "jax"):
+        get_bridge(name)  # skip (only) when a framework is missing
+    blocks = _python_blocks()
+    assert len(blocks) >= 5
+    for i, block in enumerate(blocks):
+        namespace = {}
+        try:
+            exec(compile(block, f"README.md python block {i}", "exec"), namespace)
+        except Exception as exc:  # noqa: BLE001 - report which block broke
+            raise AssertionError(f"README python block {i} fails: {exc!r}\n{block}") from exc
