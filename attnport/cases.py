@@ -52,9 +52,27 @@ CBAM_SPECS = [
 ]
 
 SPECS = SE_SPECS + ECA_SPECS + CBAM_SPECS
+
+# One spec per family and preset style: where a dtype runs a reduced matrix, it runs these.
+REPRESENTATIVE = [reference.SE(24), reference.SE.mobilenetv3(72), reference.ECA(512), reference.ECA.circular(7),
+                  reference.CBAM.official(40), reference.CBAM.timm(24)]
 BATCHES = (1, 3)
 SPATIAL = ((1, 1), (2, 5), (7, 7), (14, 14))
-DTYPES = ("float32", "float64")
+DTYPES = ("float32", "float64", "float16", "bfloat16")
+# float16/bfloat16 run every spec and backend on a representative subset of the shapes
+# (each new shape costs a JAX/XLA compile); the float32/float64 runs cover all of them.
+HALF_SHAPES = ((1, (1, 1)), (3, (7, 7)))
+
+
+def is_half(dtype: str) -> bool:
+    return dtype in ("float16", "bfloat16")
+
+
+def shapes(dtype: str):
+    """(N, (H, W)) pairs the matrix runs for ``dtype``."""
+    if is_half(dtype):
+        return HALF_SHAPES
+    return tuple((n, hw) for n in BATCHES for hw in SPATIAL)
 
 
 def spec_id(spec) -> str:

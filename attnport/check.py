@@ -30,7 +30,7 @@ class Row:
 def _inputs(spec, dtype, seed=0):
     rng = np.random.default_rng(seed)
     for n, h, w in CHECK_SHAPES:
-        x = rng.standard_normal((n, h, w, spec.channels)).astype(dtype)
+        x = rng.standard_normal((n, h, w, spec.channels)).astype(reference.numpy_dtype(dtype))
         yield "channels_last", x
         yield "channels_first", np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
@@ -41,7 +41,7 @@ def _outputs(bridge, module, spec, dtype):
 
 def check_spec(spec, dtype: str, bridges: dict) -> list[Row]:
     """Rows for one spec and dtype, one per backend in ``bridges`` (name -> backend package)."""
-    params = spec.init_params(seed=0, dtype=dtype)
+    params = spec.init_params(seed=0, dtype=reference.numpy_dtype(dtype))
     oracle = [reference.forward(spec, params, x, fmt) for fmt, x in _inputs(spec, dtype)]
     tol, pair_tol = reference.tolerance(dtype), reference.pair_tolerance(dtype)
     rows = {}

@@ -32,10 +32,11 @@ def weight_table() -> str:
     return "\n".join(lines)
 
 
-def tolerance_table(dtypes=("float64", "float32")) -> str:
-    lines = ["| dtype | unit roundoff u | rtol = atol (vs oracle) | between two backends |", "|---|---|---|---|"]
+def tolerance_table(dtypes=reference.SUPPORTED_DTYPES) -> str:
+    lines = ["| dtype | unit roundoff u | accumulates in | rtol = atol (vs oracle) | between two backends |",
+             "|---|---|---|---|---|"]
     for d in dtypes:
         tol, pair = reference.tolerance(d), reference.pair_tolerance(d)
         u = reference.unit_roundoff(d)
-        lines.append(f"| {d} | {u:.3g} | {tol.rtol:.3g} | {pair.rtol:.3g} |")
+        lines.append(f"| {d} | {u:.3g} | {reference.accumulation_dtype(d)} | {tol.rtol:.3g} | {pair.rtol:.3g} |")
     return "\n".join(lines)

@@ -42,7 +42,7 @@ def build(spec, seed: int | None = None, dtype="float32"):
     """A module for ``spec`` with Flax's own initializers, from ``nnx.Rngs(seed or 0)``."""
     kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
     with x64_scope(dtype):
-        return MODULES[spec.kind](**kwargs, param_dtype=jnp.dtype(np.dtype(dtype).name),
+        return MODULES[spec.kind](**kwargs, param_dtype=jnp.dtype(reference.dtypes.check_supported(dtype)),
                                   rngs=nnx.Rngs(0 if seed is None else seed))
 
 

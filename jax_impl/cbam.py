@@ -8,7 +8,7 @@ from flax import nnx
 import reference
 
 from .activations import GATES
-from .validate import check_array
+from .validate import accumulation_dtype, check_array
 
 
 class CBAMBlock(nnx.Module):
@@ -45,11 +45,11 @@ class CBAMBlock(nnx.Module):
 
     def __call__(self, x):
         check_array(self.spec, x)
-        gate = GATES[self.spec.gate]
-        mc = gate(self._mlp(jnp.mean(x, axis=(1, 2))) + self._mlp(jnp.max(x, axis=(1, 2))))
-        x1 = x * mc[:, None, None, :]
-        stats = {"max": jnp.max(x1, axis=-1), "mean": jnp.mean(x1, axis=-1)}
+        gate, acc = GATES[self.spec.gate], accumulation_dtype(x)
+        mc = gate(self._mlp(jnp.mean(x, axis=(1, 2), dtype=acc)) + self._mlp(jnp.max(x, axis=(1, 2)).astype(acc)))
+        x1 = x * mc.astype(x.dtype)[:, None, None, :]
+        stats = {"max": jnp.max(x1, axis=-1).astype(acc), "mean": jnp.mean(x1, axis=-1, dtype=acc)}
         z = self.conv(jnp.stack([stats[name] for name in self.spec.spatial_order], axis=-1))  # [N, H, W, 1]
         if self.bn is not None:
             z = self.bn(z)
-        return x1 * gate(z)
+        return x1 * gate(z).astype(x.dtype)

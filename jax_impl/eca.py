@@ -7,7 +7,7 @@ from flax import nnx
 
 import reference
 
-from .validate import check_array
+from .validate import accumulation_dtype, check_array
 
 
 class ECABlock(nnx.Module):
@@ -30,8 +30,8 @@ class ECABlock(nnx.Module):
 
     def __call__(self, x):
         check_array(self.spec, x)
-        s = jnp.mean(x, axis=(1, 2))
+        s = jnp.mean(x, axis=(1, 2), dtype=accumulation_dtype(x))
         if self.spec.padding_mode == "circular":
             s = s[:, self.spec.padded_indices()]
         z = jax.nn.sigmoid(self.conv(s[:, :, None]))  # [N, C, 1]
-        return x * z[:, None, None, :, 0]
+        return x * z.astype(x.dtype)[:, None, None, :, 0]

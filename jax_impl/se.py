@@ -7,7 +7,7 @@ from flax import nnx
 import reference
 
 from .activations import ACTIVATIONS, GATES
-from .validate import check_array
+from .validate import accumulation_dtype, check_array
 
 
 class SEBlock(nnx.Module):
@@ -29,6 +29,6 @@ class SEBlock(nnx.Module):
 
     def __call__(self, x):
         check_array(self.spec, x)
-        s = jnp.mean(x, axis=(1, 2))
+        s = jnp.mean(x, axis=(1, 2), dtype=accumulation_dtype(x))
         z = GATES[self.spec.gate](self.fc2(ACTIVATIONS[self.spec.activation](self.fc1(s))))
-        return x * z[:, None, None, :]
+        return x * z.astype(x.dtype)[:, None, None, :]

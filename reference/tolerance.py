@@ -1,9 +1,11 @@
 """The tolerance policy: one table, read by the tests, `attnport check` and README.
 
 A result ``y`` passes against the float64 oracle ``ref`` when, elementwise,
-``|y - ref| <= atol + rtol * |ref|``. Both numbers are ``K * u`` with ``u`` the dtype's
-unit roundoff (half its machine epsilon) and ``K = 128``; README derives ``K``.
-Two backends are compared with twice the bound, since each may be off by one bound.
+``|y - ref| <= atol + rtol * |ref|``, with ``rtol = atol = K * u(acc) + K_ROUND * u(dtype)``:
+``u`` is a unit roundoff (half the machine epsilon), ``acc`` the accumulation dtype
+(`reference.dtypes`), ``K = 128`` bounds the accumulated computation and ``K_ROUND = 4``
+the few roundings to a half-precision input dtype (counted only when it differs from
+``acc``). README derives both. Two backends are compared with twice the bound.
 """
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .validation import is_float_dtype
+from . import dtypes
 
 ERROR_BUDGET_K = 128
+ROUNDING_BUDGET_K = 4
 
 
 @dataclass(frozen=True)
@@ -26,15 +29,16 @@ class Tolerance:
 
 
 def unit_roundoff(dtype) -> float:
-    dtype = np.dtype(dtype)
-    if not is_float_dtype(dtype):
-        raise TypeError(f"no tolerance for non-float dtype {dtype}")
-    return float(np.finfo(dtype).eps) / 2
+    """Half the machine epsilon of a supported dtype (float64, float32, float16, bfloat16)."""
+    return dtypes.machine_epsilon(dtype) / 2
 
 
 def tolerance(dtype) -> Tolerance:
     """Tolerance of one implementation against the float64 oracle, for inputs of ``dtype``."""
-    bound = ERROR_BUDGET_K * unit_roundoff(dtype)
+    name, acc = dtypes.check_supported(dtype), dtypes.accumulation_dtype(dtype)
+    bound = ERROR_BUDGET_K * unit_roundoff(acc)
+    if acc != name:
+        bound += ROUNDING_BUDGET_K * unit_roundoff(name)
     return Tolerance(rtol=bound, atol=bound)
 
 

@@ -108,7 +108,9 @@ def check_params(spec, params: Mapping) -> None:
 
 def check_castable(params: Mapping, dtype) -> None:
     """Refuse, by name, any parameter whose dtype cannot be cast to ``dtype`` without loss."""
-    dtype = np.dtype(dtype)
+    from .dtypes import numpy_dtype  # noqa: PLC0415
+
+    dtype = numpy_dtype(dtype)
     lossy = {name: f"{np.dtype(v.dtype).name} does not fit losslessly into the module's {dtype.name}"
              for name, v in params.items() if not np.can_cast(np.dtype(v.dtype), dtype, "safe")}
     if lossy:

@@ -6,6 +6,7 @@ import functools
 import numpy as np
 import pytest
 
+import reference
 from attnport import backends, cases
 
 BACKEND_NAMES = tuple(backends.BACKENDS)
@@ -24,11 +25,11 @@ def get_bridge(name: str):
 def loaded_module(backend: str, spec, dtype: str, seed: int = 0):
     """A module for ``spec`` holding ``spec.init_params(seed)``; cached, tests must not mutate it."""
     b = get_bridge(backend)
-    return b.load_params(b.build(spec, dtype=dtype), spec.init_params(seed=seed, dtype=dtype))
+    return b.load_params(b.build(spec, dtype=dtype), spec.init_params(seed=seed, dtype=reference.numpy_dtype(dtype)))
 
 
 def make_input(spec, n, hw, dtype, data_format="channels_last", seed=0):
-    x = np.random.default_rng(seed).standard_normal((n, *hw, spec.channels)).astype(dtype)
+    x = np.random.default_rng(seed).standard_normal((n, *hw, spec.channels)).astype(reference.numpy_dtype(dtype))
     return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 

@@ -24,6 +24,10 @@ def test_tolerance_follows_the_documented_derivation():
         assert tol.rtol == tol.atol == 128 * eps / 2
         assert np.finfo(dtype).eps == eps
         assert reference.pair_tolerance(dtype).rtol == 2 * tol.rtol
+    # half precision: float32 accumulation plus four roundings to the input dtype (bf16 eps 2^-7, fp16 2^-10)
+    for dtype, eps in (("float16", 2.0 ** -10), ("bfloat16", 2.0 ** -7)):
+        assert reference.tolerance(dtype).rtol == 128 * 2.0 ** -24 + 4 * eps / 2
+    assert 1e-2 <= reference.tolerance("bfloat16").rtol <= 1.6e-2  # JAX 1e-2, torch.testing 1.6e-2
     # anchored against torch.testing's float32 defaults (rtol 1.3e-6, atol 1e-5): same order, not looser in atol
     assert 1.3e-6 < reference.tolerance("float32").rtol < 1e-5
     assert reference.tolerance("float32").atol <= 1e-5

@@ -54,16 +54,32 @@ class AttentionLayer(keras.layers.Layer):
                               reference.is_float_dtype(keras.backend.standardize_dtype(x.dtype)),
                               self.data_format)
 
+    @staticmethod
+    def _acc(x) -> str:
+        """The attention path's dtype for input ``x`` (`reference.accumulation_dtype`)."""
+        return reference.accumulation_dtype(keras.backend.standardize_dtype(x.dtype))
+
+    def _spatial_axes(self):
+        return (1, 2) if self.data_format == "channels_last" else (2, 3)
+
     def _pool(self, x):
-        """Global average pool over H, W: [N, C]."""
-        return ops.mean(x, axis=(1, 2) if self.data_format == "channels_last" else (2, 3))
+        """Global average pool over H, W, accumulated in the attention dtype: [N, C]."""
+        return ops.mean(ops.cast(x, self._acc(x)), axis=self._spatial_axes())
 
     def _pool_max(self, x):
-        """Global max pool over H, W: [N, C]."""
-        return ops.max(x, axis=(1, 2) if self.data_format == "channels_last" else (2, 3))
+        """Global max pool over H, W (exact in any dtype), in the attention dtype: [N, C]."""
+        return ops.cast(ops.max(x, axis=self._spatial_axes()), self._acc(x))
+
+    @staticmethod
+    def _dense(layer, v):
+        """``layer(v)`` computed in ``v``'s dtype: the variables are upcast, not ``v`` downcast
+        (calling the Dense layer would autocast ``v`` to the layer's compute dtype)."""
+        y = ops.matmul(v, ops.cast(layer.kernel, v.dtype))
+        return y if layer.bias is None else y + ops.cast(layer.bias, v.dtype)
 
     def _scale(self, x, z):
-        """Multiply x by the per-channel gate z [N, C], broadcast over H, W."""
+        """Multiply x by the per-channel gate z [N, C] (cast to x's dtype), broadcast over H, W."""
+        z = ops.cast(z, x.dtype)
         z = z[:, None, None, :] if self.data_format == "channels_last" else z[:, :, None, None]
         return x * z
 

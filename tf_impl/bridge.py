@@ -27,7 +27,7 @@ def _variable(layer, path: str):
 def build(spec, seed: int | None = None, dtype="float32", data_format: str = "channels_last"):
     """A built layer for ``spec`` with Keras' own initializers, seeded when ``seed`` is given."""
     kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k != "channels"}
-    layer = MODULES[spec.kind](**kwargs, data_format=data_format, dtype=np.dtype(dtype).name,
+    layer = MODULES[spec.kind](**kwargs, data_format=data_format, dtype=reference.dtypes.check_supported(dtype),
                                kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
     c = spec.channels
     layer.build((None, 1, 1, c) if data_format == "channels_last" else (None, c, 1, 1))
@@ -43,7 +43,7 @@ def load_params(layer, params):
     reference.check_params(spec, params)
     reference.check_castable(params, layer.variable_dtype)
     for path, value in reference.to_native(spec, params, FRAMEWORK).items():
-        _variable(layer, path).assign(value.astype(layer.variable_dtype))
+        _variable(layer, path).assign(value.astype(reference.numpy_dtype(layer.variable_dtype)))
     return layer
 
 

@@ -58,14 +58,25 @@ class CBAMBlock(AttentionLayer):
                 dtype=self.dtype_policy, name="bn")
             self.bn.build((None, None, None, 1))
 
+    def _mlp(self, v):
+        return self._dense(self.fc2, ops.relu(self._dense(self.fc1, v)))
+
+    def _norm(self, z, training):
+        bn = self.bn
+        if training or z.dtype == bn.gamma.dtype:
+            return ops.cast(bn(ops.cast(z, bn.gamma.dtype), training=training), z.dtype)
+        mean, var = ops.cast(bn.moving_mean, z.dtype), ops.cast(bn.moving_variance, z.dtype)
+        return (z - mean) * ops.rsqrt(var + bn.epsilon) * ops.cast(bn.gamma, z.dtype) + ops.cast(bn.beta, z.dtype)
+
     def call(self, x, training=None):
         self._check(x)
-        gate = GATES[self.spec.gate]
-        mc = gate(self.fc2(ops.relu(self.fc1(self._pool(x)))) + self.fc2(ops.relu(self.fc1(self._pool_max(x)))))
+        gate, acc = GATES[self.spec.gate], self._acc(x)
+        mc = gate(self._mlp(self._pool(x)) + self._mlp(self._pool_max(x)))
         x1 = self._scale(x, mc)
         axis = reference.validation.channel_axis(self.data_format)
-        stats = {"max": ops.max(x1, axis=axis), "mean": ops.mean(x1, axis=axis)}              # [N, H, W] each
-        z = self.conv(ops.stack([stats[name] for name in self.spec.spatial_order], axis=-1))  # [N, H, W, 1]
+        stats = {"max": ops.cast(ops.max(x1, axis=axis), acc), "mean": ops.mean(ops.cast(x1, acc), axis=axis)}
+        s = ops.stack([stats[name] for name in self.spec.spatial_order], axis=-1)  # [N, H, W, 2]
+        z = ops.conv(s, ops.cast(self.conv.kernel, acc), padding="same")          # [N, H, W, 1]
         if self.bn is not None:
-            z = self.bn(z, training=training)
-        return x1 * ops.expand_dims(gate(z[..., 0]), axis)
+            z = self._norm(z, training)
+        return x1 * ops.cast(ops.expand_dims(gate(z[..., 0]), axis), x.dtype)

@@ -42,7 +42,8 @@ class ECABlock(AttentionLayer):
         s = self._pool(x)
         if self._wrap_index is not None:
             s = ops.take(s, self._wrap_index, axis=1)
-        z = self.conv(ops.expand_dims(s, -1))  # [N, C, 1]
+        kernel = ops.cast(self.conv.kernel, s.dtype)
+        z = ops.conv(ops.expand_dims(s, -1), kernel, padding=self.conv.padding)  # [N, C, 1]
         return self._scale(x, ops.sigmoid(z[:, :, 0]))
 
 

@@ -42,7 +42,7 @@ class SEBlock(AttentionLayer):
     def call(self, x):
         self._check(x)
         spec = self.spec
-        z = GATES[spec.gate](self.fc2(ACTIVATIONS[spec.activation](self.fc1(self._pool(x)))))
+        z = GATES[spec.gate](self._dense(self.fc2, ACTIVATIONS[spec.activation](self._dense(self.fc1, self._pool(x)))))
         return self._scale(x, z)
 
 

@@ -23,14 +23,29 @@ def _module_dtype(module: torch.nn.Module) -> torch.dtype:
 
 
 def _numpy_dtype(dtype: torch.dtype) -> np.dtype:
-    return torch.empty((), dtype=dtype).numpy().dtype
+    return reference.numpy_dtype(str(dtype))
+
+
+def to_torch(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory; NumPy bfloat16 (ml_dtypes) goes through a uint16 view."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A NumPy copy of ``t``; bfloat16 becomes ml_dtypes' bfloat16, bit for bit."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.uint16).numpy().view(_numpy_dtype(torch.bfloat16)).copy()
+    return t.numpy().copy()
 
 
 def build(spec, seed: int | None = None, dtype="float32") -> torch.nn.Module:
     """A module for ``spec`` with torch's own initialization, seeded locally when ``seed`` is given."""
     cls = MODULES[spec.kind]
     kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
-    torch_dtype = getattr(torch, np.dtype(dtype).name)
+    torch_dtype = getattr(torch, reference.dtypes.check_supported(dtype))
     with torch.random.fork_rng(devices=[]):
         if seed is not None:
             torch.manual_seed(seed)
@@ -49,13 +64,13 @@ def load_params(module: torch.nn.Module, params) -> torch.nn.Module:
     native = reference.to_native(spec, params, FRAMEWORK)
     with torch.no_grad():
         for path, value in native.items():
-            state[path].copy_(torch.from_numpy(value))
+            state[path].copy_(to_torch(value))
     return module
 
 
 def export_params(module: torch.nn.Module) -> dict[str, np.ndarray]:
     """Canonical NumPy copies of the module's weights, in the module's dtype."""
-    state = {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+    state = {k: to_numpy(v) for k, v in module.state_dict().items()}
     return reference.from_native(module.spec, state, FRAMEWORK)
 
 
@@ -64,11 +79,11 @@ def apply(module: torch.nn.Module, x: np.ndarray, data_format: str = "channels_l
     x = np.asarray(x)
     reference.check_input(module.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
     reference.check_input_dtype(x.dtype.name, _numpy_dtype(_module_dtype(module)).name)
-    t = torch.from_numpy(np.ascontiguousarray(x))
+    t = to_torch(np.ascontiguousarray(x))
     if data_format == "channels_last":
         t = t.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
     with torch.no_grad():
         y = module(t)
     if data_format == "channels_last":
         y = y.permute(0, 2, 3, 1)
-    return y.contiguous().numpy()
+    return to_numpy(y.contiguous())

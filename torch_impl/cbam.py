@@ -8,11 +8,11 @@ from torch import nn
 import reference
 
 from .activations import GATES
-from .validate import check_tensor
+from .common import accumulation_dtype, check_tensor, conv, linear
 
 
 class CBAMBlock(nn.Module):
-    """CBAM on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape.
+    """CBAM on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape and dtype.
 
     Arguments are those of `reference.CBAM`; the resolved spec is ``.spec``. Weights: ``fc1``
     Linear(C -> R), ``fc2`` Linear(R -> C) (shared by the avg and max branches), ``conv``
@@ -36,14 +36,22 @@ class CBAMBlock(nn.Module):
         self._max_first = s.spatial_order == ("max", "mean")
 
     def _mlp(self, v: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.relu(self.fc1(v)))
+        return linear(self.fc2, F.relu(linear(self.fc1, v)))
+
+    def _norm(self, z: torch.Tensor) -> torch.Tensor:
+        bn = self.bn
+        if bn.training or z.dtype == bn.weight.dtype:
+            return bn(z.to(bn.weight.dtype)).to(z.dtype)
+        return F.batch_norm(z, bn.running_mean.to(z.dtype), bn.running_var.to(z.dtype), bn.weight.to(z.dtype),
+                            bn.bias.to(z.dtype), False, 0.0, bn.eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(self.spec, x)
-        mc = self.gate(self._mlp(x.mean(dim=(2, 3))) + self._mlp(x.amax(dim=(2, 3))))
-        x1 = x * mc[:, :, None, None]
-        mx, mean = x1.amax(dim=1, keepdim=True), x1.mean(dim=1, keepdim=True)
-        z = self.conv(torch.cat((mx, mean) if self._max_first else (mean, mx), dim=1))
+        acc = accumulation_dtype(x)
+        mc = self.gate(self._mlp(x.mean(dim=(2, 3), dtype=acc)) + self._mlp(x.amax(dim=(2, 3)).to(acc)))
+        x1 = x * mc.to(x.dtype)[:, :, None, None]
+        mx, mean = x1.amax(dim=1, keepdim=True).to(acc), x1.mean(dim=1, keepdim=True, dtype=acc)
+        z = conv(self.conv, torch.cat((mx, mean) if self._max_first else (mean, mx), dim=1))
         if self.bn is not None:
-            z = self.bn(z)
-        return x1 * self.gate(z)
+            z = self._norm(z)
+        return x1 * self.gate(z).to(x.dtype)

@@ -6,11 +6,11 @@ from torch import nn
 
 import reference
 
-from .validate import check_tensor
+from .common import accumulation_dtype, check_tensor, conv
 
 
 class ECABlock(nn.Module):
-    """ECA on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape.
+    """ECA on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape and dtype.
 
     Arguments are those of `reference.ECA`; the resolved spec (with kernel size) is ``.spec``.
     Weight: ``conv`` Conv1d(1, 1, k, no bias), weight [1, 1, k]; zero padding (k-1)//2 in the
@@ -29,8 +29,8 @@ class ECABlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(self.spec, x)
-        s = x.mean(dim=(2, 3))                       # [N, C]
+        s = x.mean(dim=(2, 3), dtype=accumulation_dtype(x))  # [N, C]
         if self.wrap_index is not None:
-            s = s[:, self.wrap_index]                # [N, C + 2 * pad], wrapped
-        z = torch.sigmoid(self.conv(s[:, None, :]))  # [N, 1, C]: C steps, 1 feature
-        return x * z[:, 0, :, None, None]
+            s = s[:, self.wrap_index]                        # [N, C + 2 * pad], wrapped
+        z = torch.sigmoid(conv(self.conv, s[:, None, :]))    # [N, 1, C]: C steps, 1 feature
+        return x * z.to(x.dtype)[:, 0, :, None, None]

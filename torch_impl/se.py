@@ -7,14 +7,15 @@ from torch import nn
 import reference
 
 from .activations import ACTIVATIONS, GATES
-from .validate import check_tensor
+from .common import accumulation_dtype, check_tensor, linear
 
 
 class SEBlock(nn.Module):
-    """SE on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape.
+    """SE on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape and dtype.
 
     Arguments are those of `reference.SE`; the resolved spec is ``.spec``.
     Weights: ``fc1`` Linear(C -> R), ``fc2`` Linear(R -> C), canonical layout as is.
+    float16/bfloat16 inputs pool and run the MLP in float32 (`reference.dtypes`).
     """
 
     def __init__(self, channels: int, ratio: int = 4, reduced_channels: int | None = None,
@@ -30,9 +31,9 @@ class SEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(self.spec, x)
-        s = x.mean(dim=(2, 3))
-        z = self.gate(self.fc2(self.act(self.fc1(s))))
-        return x * z[:, :, None, None]
+        s = x.mean(dim=(2, 3), dtype=accumulation_dtype(x))
+        z = self.gate(linear(self.fc2, self.act(linear(self.fc1, s))))
+        return x * z.to(x.dtype)[:, :, None, None]
 
     def extra_repr(self) -> str:
         return f"activation={self.spec.activation!r}, gate={self.spec.gate!r}"
