@@ -59,9 +59,9 @@ REPRESENTATIVE = [reference.SE(24), reference.SE.mobilenetv3(72), reference.ECA(
 BATCHES = (1, 3)
 SPATIAL = ((1, 1), (2, 5), (7, 7), (14, 14))
 DTYPES = ("float32", "float64", "float16", "bfloat16")
-# float16/bfloat16 run every spec and backend on a representative subset of the shapes
-# (each new shape costs a JAX/XLA compile); the float32/float64 runs cover all of them.
-HALF_SHAPES = ((1, (1, 1)), (3, (7, 7)))
+# float16/bfloat16 and the gradient tests run every spec and backend on a representative subset of
+# the shapes (each new shape costs a JAX/XLA compile); the float32/float64 forward runs cover all.
+REDUCED_SHAPES = ((1, (1, 1)), (3, (7, 7)))
 
 
 def is_half(dtype: str) -> bool:
@@ -71,7 +71,7 @@ def is_half(dtype: str) -> bool:
 def shapes(dtype: str):
     """(N, (H, W)) pairs the matrix runs for ``dtype``."""
     if is_half(dtype):
-        return HALF_SHAPES
+        return REDUCED_SHAPES
     return tuple((n, hw) for n in BATCHES for hw in SPATIAL)
 
 

@@ -75,17 +75,56 @@ def _run(graphdef, state, x):
     return nnx.merge(graphdef, state)(x)
 
 
+def _input(module, x, data_format: str) -> np.ndarray:
+    """Checked ``x`` in the native [N, H, W, C]."""
+    x = np.asarray(x)
+    reference.check_input(module.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
+    reference.check_input_dtype(x.dtype.name, _param_dtype(module).name)
+    return x.transpose(0, 2, 3, 1) if data_format == "channels_first" else x
+
+
+def _output(y, data_format: str) -> np.ndarray:
+    y = np.asarray(y)
+    return np.ascontiguousarray(y.transpose(0, 3, 1, 2) if data_format == "channels_first" else y)
+
+
 def apply(module, x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
     """NumPy in, NumPy out; channels_first input is transposed to the native [N, H, W, C].
 
     Runs the module under ``jax.jit`` (one compile per module structure, shape and dtype).
     """
-    x = np.asarray(x)
-    reference.check_input(module.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
-    reference.check_input_dtype(x.dtype.name, _param_dtype(module).name)
-    if data_format == "channels_first":
-        x = x.transpose(0, 2, 3, 1)
+    x = _input(module, x, data_format)
     with x64_scope(x.dtype):
         graphdef, state = nnx.split(module)
-        y = np.asarray(_run(graphdef, state, jnp.asarray(x)))
-    return np.ascontiguousarray(y.transpose(0, 3, 1, 2) if data_format == "channels_first" else y)
+        return _output(_run(graphdef, state, jnp.asarray(x)), data_format)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _pullback(graphdef, params, rest, x, dy):
+    def f(p, v):
+        return nnx.merge(graphdef, p, rest)(v)
+
+    return jax.vjp(f, params, x)[1](dy)
+
+
+def vjp(module, x: np.ndarray, dy: np.ndarray, data_format: str = "channels_last"):
+    """Gradient of ``sum(apply(module, x) * dy)`` w.r.t. x and every canonical parameter, by ``jax.vjp``
+    over the module's ``nnx.Param`` state. Returns ``(dx, dparams)`` like `reference.vjp`;
+    BatchNorm statistics (``nnx.BatchStat``) get zeros."""
+    dy = reference.validation.check_cotangent(np.asarray(x), dy)
+    x = _input(module, x, data_format)
+    dy = dy.transpose(0, 2, 3, 1) if data_format == "channels_first" else dy
+    with x64_scope(x.dtype):
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+        dparams, dx = _pullback(graphdef, params, rest, jnp.asarray(x), jnp.asarray(dy))
+        native = {}
+        for info in module.spec.param_table():
+            path, _ = reference.native(info, FRAMEWORK)
+            node = dparams
+            try:
+                for key in path.split("."):
+                    node = node[key]
+                native[path] = np.array(node[...])
+            except KeyError:  # not an nnx.Param: a BatchNorm statistic
+                native[path] = np.zeros(_variable(module, path)[...].shape, _param_dtype(module))
+        return _output(dx, data_format), reference.from_native(module.spec, native, FRAMEWORK)

@@ -42,6 +42,16 @@ def tolerance(dtype) -> Tolerance:
     return Tolerance(rtol=bound, atol=bound)
 
 
+def gradient_tolerance(dtype, expected, pair: bool = False) -> Tolerance:
+    """Tolerance for one gradient tensor: the dtype's bound with ``atol`` scaled by
+    ``max(1, max|expected|)``. A parameter gradient sums N*H*W products, so its absolute
+    rounding error grows with its magnitude, not with each element's."""
+    tol = pair_tolerance(dtype) if pair else tolerance(dtype)
+    e = np.asarray(expected, dtype=np.float64)
+    scale = max(1.0, float(np.abs(e).max())) if e.size else 1.0
+    return Tolerance(tol.rtol, tol.atol * scale)
+
+
 def pair_tolerance(dtype) -> Tolerance:
     """Tolerance between two implementations: each is within `tolerance` of the oracle."""
     return tolerance(dtype).scaled(2)

@@ -123,3 +123,13 @@ def check_input_dtype(x_dtype_name: str, module_dtype_name: str) -> None:
         raise TypeError(f"input dtype {x_dtype_name} differs from the module's parameter dtype "
                         f"{module_dtype_name}; build the module with dtype={x_dtype_name!r} "
                         f"or cast the input")
+
+
+def check_cotangent(x: np.ndarray, dy) -> np.ndarray:
+    """``dy`` for a VJP at ``x``: the same shape as ``x`` and floating point; returns it as an array."""
+    dy = np.asarray(dy)
+    if dy.shape != x.shape:
+        raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}; they must be equal")
+    if not is_float_dtype(dy.dtype):
+        raise TypeError(f"dy must be a floating-point array, got dtype {dy.dtype.name}")
+    return dy

@@ -31,7 +31,7 @@ from . import activations
 from .cbam import CBAM, _conv2d_same
 from .eca import ECA
 from .se import SE
-from .validation import check_array_input, check_params, is_float_dtype
+from .validation import check_array_input, check_cotangent, check_params
 
 
 # --- derivatives of the activations and gates, f'(x) elementwise ---------------------------------
@@ -248,11 +248,7 @@ def vjp(spec, params, x, dy, data_format: str = "channels_last") -> tuple[np.nda
                         f"{[t.__name__ for t in VJPS]}")
     x = check_array_input(spec, x, data_format)
     check_params(spec, params)
-    dy = np.asarray(dy)
-    if dy.shape != x.shape:
-        raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}; they must be equal")
-    if not is_float_dtype(dy.dtype):
-        raise TypeError(f"dy must be a floating-point array, got dtype {dy.dtype.name}")
+    dy = check_cotangent(x, dy)
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
     if data_format == "channels_first":

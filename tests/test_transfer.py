@@ -41,7 +41,7 @@ def test_native_weights_transfer(src, dst, dtype, spec):
     dst_module = target.load_params(target.build(spec, seed=4, dtype=dtype), weights)
     exported = target.export_params(dst_module)
     assert all(exported[k].tobytes() == weights[k].tobytes() for k in weights)
-    for n, hw in TRANSFER_SHAPES if not cases.is_half(dtype) else cases.HALF_SHAPES:
+    for n, hw in TRANSFER_SHAPES if not cases.is_half(dtype) else cases.REDUCED_SHAPES:
         for data_format in reference.DATA_FORMATS:
             x = make_input(spec, n, hw, dtype, data_format, seed=n)
             expected = source.apply(src_module, x, data_format)

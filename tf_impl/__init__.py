@@ -1,9 +1,9 @@
 """attnport's Keras 3 (TensorFlow) layers: `SEBlock`, `ECABlock`, `CBAMBlock`, the article's
 `se_block`/`eca_block`, and the bridge functions."""
-from .bridge import FRAMEWORK, MODULES, apply, build, export_params, load_params
+from .bridge import FRAMEWORK, MODULES, apply, build, export_params, load_params, vjp
 from .cbam import CBAMBlock
 from .eca import ECABlock, eca_block
 from .se import SEBlock, se_block
 
 __all__ = ["SEBlock", "ECABlock", "CBAMBlock", "se_block", "eca_block", "FRAMEWORK", "MODULES", "build", "load_params",
-           "export_params", "apply"]
+           "export_params", "apply", "vjp"]

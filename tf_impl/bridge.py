@@ -56,15 +56,51 @@ def export_params(layer) -> dict[str, np.ndarray]:
     return reference.from_native(layer.spec, native, FRAMEWORK)
 
 
-def apply(layer, x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
-    """NumPy in, NumPy out; transposes only when ``data_format`` differs from the layer's."""
+def _permutations(layer, data_format: str):
+    """(to the layer's format, back to the caller's), or (None, None) when they agree."""
+    if data_format == layer.data_format:
+        return None, None
+    return ((0, 3, 1, 2), (0, 2, 3, 1)) if data_format == "channels_last" else ((0, 2, 3, 1), (0, 3, 1, 2))
+
+
+def _input(layer, x, data_format: str) -> np.ndarray:
     x = np.asarray(x)
     reference.check_input(layer.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
     reference.check_input_dtype(x.dtype.name, layer.compute_dtype)
-    to_layer = from_layer = None
-    if data_format != layer.data_format:
-        to_layer, from_layer = ((0, 3, 1, 2), (0, 2, 3, 1)) if data_format == "channels_last" else \
-            ((0, 2, 3, 1), (0, 3, 1, 2))
-        x = x.transpose(to_layer)
-    y = keras.ops.convert_to_numpy(layer(x))
-    return np.ascontiguousarray(y.transpose(from_layer) if from_layer else y)
+    return x
+
+
+def _permute(a, perm):
+    return a if perm is None else np.ascontiguousarray(np.asarray(a).transpose(perm))
+
+
+def apply(layer, x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
+    """NumPy in, NumPy out, in inference mode; transposes only when ``data_format`` differs from the layer's."""
+    to_layer, from_layer = _permutations(layer, data_format)
+    y = keras.ops.convert_to_numpy(layer(_permute(_input(layer, x, data_format), to_layer)))
+    return np.ascontiguousarray(_permute(y, from_layer))
+
+
+def vjp(layer, x: np.ndarray, dy: np.ndarray, data_format: str = "channels_last"):
+    """Gradient of ``sum(apply(layer, x) * dy)`` w.r.t. x and every canonical parameter, by
+    ``tf.GradientTape`` (so it needs the TensorFlow Keras backend).
+
+    Returns ``(dx, dparams)`` like `reference.vjp`; non-trainable BatchNorm statistics get zeros.
+    """
+    import tensorflow as tf  # noqa: PLC0415 - only the gradient path is TensorFlow-specific
+
+    to_layer, from_layer = _permutations(layer, data_format)
+    x = _input(layer, x, data_format)
+    cotangent = tf.constant(_permute(reference.validation.check_cotangent(x, dy), to_layer))
+    xt = tf.constant(_permute(x, to_layer))
+    infos = layer.spec.param_table()
+    paths = [reference.native(info, FRAMEWORK)[0] for info in infos]
+    variables = [_variable(layer, path) for path in paths]
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt)
+    grads = tape.gradient(y, [xt, *(v.value for v in variables)], output_gradients=cotangent,
+                          unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    native = {path: np.asarray(g) if v.trainable else np.zeros(v.shape, reference.numpy_dtype(v.dtype))
+              for path, v, g in zip(paths, variables, grads[1:])}
+    return _permute(grads[0].numpy(), from_layer), reference.from_native(layer.spec, native, FRAMEWORK)

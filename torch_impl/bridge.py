@@ -74,16 +74,35 @@ def export_params(module: torch.nn.Module) -> dict[str, np.ndarray]:
     return reference.from_native(module.spec, state, FRAMEWORK)
 
 
-def apply(module: torch.nn.Module, x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
-    """NumPy in, NumPy out. channels_last input runs as a ``torch.channels_last`` tensor (no copy)."""
+def _input(module, x, data_format) -> torch.Tensor:
     x = np.asarray(x)
     reference.check_input(module.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
     reference.check_input_dtype(x.dtype.name, _numpy_dtype(_module_dtype(module)).name)
-    t = to_torch(np.ascontiguousarray(x))
+    return to_torch(np.ascontiguousarray(x))
+
+
+def _run(module, t: torch.Tensor, data_format: str) -> torch.Tensor:
+    """channels_last input runs as an NCHW view with ``torch.channels_last`` strides (no copy)."""
     if data_format == "channels_last":
-        t = t.permute(0, 3, 1, 2)  # NCHW view with channels_last strides
+        return module(t.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+    return module(t)
+
+
+def apply(module: torch.nn.Module, x: np.ndarray, data_format: str = "channels_last") -> np.ndarray:
+    """NumPy in, NumPy out, in the module's current mode (`build` returns it in eval mode)."""
     with torch.no_grad():
-        y = module(t)
-    if data_format == "channels_last":
-        y = y.permute(0, 2, 3, 1)
-    return to_numpy(y.contiguous())
+        return to_numpy(_run(module, _input(module, x, data_format), data_format).contiguous())
+
+
+def vjp(module: torch.nn.Module, x: np.ndarray, dy: np.ndarray, data_format: str = "channels_last"):
+    """Gradient of ``sum(apply(module, x) * dy)`` w.r.t. x and every canonical parameter, by autograd.
+
+    Returns ``(dx, dparams)`` like `reference.vjp`; BatchNorm running statistics (buffers) get zeros.
+    """
+    t = _input(module, x, data_format).clone().requires_grad_(True)
+    cotangent = to_torch(np.ascontiguousarray(reference.validation.check_cotangent(np.asarray(x), dy)))
+    params = dict(module.named_parameters())
+    grads = torch.autograd.grad(_run(module, t, data_format), [t, *params.values()], grad_outputs=cotangent)
+    native = {name: np.zeros_like(to_numpy(v)) for name, v in module.state_dict().items()}
+    native.update({name: to_numpy(g) for name, g in zip(params, grads[1:])})
+    return to_numpy(grads[0]), reference.from_native(module.spec, native, FRAMEWORK)
