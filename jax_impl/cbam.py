@@ -43,6 +43,22 @@ class CBAMBlock(nnx.Module):
     def _mlp(self, v):
         return self.fc2(jax.nn.relu(self.fc1(v)))
 
+    def _norm(self, z):
+        """BatchNorm of the [N, H, W, 1] map. Inference: ``nnx.BatchNorm`` on running statistics.
+        Training: batch statistics, and the running statistics updated by torch's rule (unbiased
+        variance, torch momentum; `reference.cbam.bn_batch_statistics`), not by Flax's own."""
+        bn = self.bn
+        if bn.use_running_average:
+            return bn(z)
+        n = z.size
+        if n < 2:
+            raise ValueError(f"BatchNorm in training mode needs more than one value per channel, got N*H*W = {n}")
+        mean, var = jnp.mean(z, axis=(0, 1, 2)), jnp.var(z, axis=(0, 1, 2))
+        m = self.spec.bn_momentum
+        bn.mean[...] = ((1 - m) * bn.mean[...] + m * mean).astype(bn.mean[...].dtype)
+        bn.var[...] = ((1 - m) * bn.var[...] + m * var * n / (n - 1)).astype(bn.var[...].dtype)
+        return (z - mean) * jax.lax.rsqrt(var + bn.epsilon) * bn.scale[...] + bn.bias[...]
+
     def __call__(self, x):
         check_array(self.spec, x)
         gate, acc = GATES[self.spec.gate], accumulation_dtype(x)
@@ -51,5 +67,5 @@ class CBAMBlock(nnx.Module):
         stats = {"max": jnp.max(x1, axis=-1).astype(acc), "mean": jnp.mean(x1, axis=-1, dtype=acc)}
         z = self.conv(jnp.stack([stats[name] for name in self.spec.spatial_order], axis=-1))  # [N, H, W, 1]
         if self.bn is not None:
-            z = self.bn(z)
+            z = self._norm(z)
         return x1 * gate(z).astype(x.dtype)

@@ -10,7 +10,7 @@ from .cbam import CBAM, swap_spatial_order
 from .dtypes import SUPPORTED as SUPPORTED_DTYPES
 from .dtypes import accumulation_dtype, numpy_dtype
 from .eca import ECA, eca_kernel_size
-from .forward import forward
+from .forward import forward, train_forward
 from .layout import FRAMEWORKS, ParamInfo, bn_momentum, from_native, native, native_shape, to_native
 from .rules import make_divisible, round_half_up
 from .se import SE, se_reduced_width
@@ -23,7 +23,7 @@ from .vjp import vjp
 SPECS = {cls.kind: cls for cls in (SE, ECA, CBAM)}
 
 __all__ = [
-    "SE", "ECA", "CBAM", "SPECS", "forward", "vjp", "eca_kernel_size", "se_reduced_width", "make_divisible",
+    "SE", "ECA", "CBAM", "SPECS", "forward", "train_forward", "vjp", "eca_kernel_size", "se_reduced_width", "make_divisible",
     "round_half_up", "swap_spatial_order", "ACTIVATIONS", "GATES",
     "SUPPORTED_DTYPES", "accumulation_dtype", "numpy_dtype",
     "FRAMEWORKS", "ParamInfo", "bn_momentum", "from_native", "native", "native_shape", "to_native",

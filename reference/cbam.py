@@ -130,8 +130,29 @@ def _conv2d_same(s: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
     return np.einsum("nhwcij,cij->nhw", windows, w[0])
 
 
-def cbam_forward(spec: CBAM, p: dict, x: np.ndarray) -> np.ndarray:
-    """float64 forward on channels-last ``x`` [N, H, W, C] with float64 canonical params ``p``."""
+def bn_batch_statistics(z: np.ndarray) -> tuple[float, float, float]:
+    """Training-mode BatchNorm on the spatial map ``z`` [N, H, W] (torch's semantics, every backend):
+
+    normalize with the batch mean and the *biased* batch variance; update the running statistics
+    with momentum m in torch's convention, ``running = (1 - m) running + m batch``, using the
+    *unbiased* variance (times n / (n - 1), n = N*H*W) for ``running_var``, as torch does. Keras'
+    and Flax's own BatchNorm would use the biased variance there, so attnport's Keras and Flax
+    CBAM layers implement this rule themselves. Needs n > 1.
+    Returns ``(mean, biased variance, unbiased variance)``.
+    """
+    n = z.size
+    if n < 2:
+        raise ValueError(f"BatchNorm in training mode needs more than one value per channel, got N*H*W = {n}")
+    mean, var = float(z.mean()), float(z.var())
+    return mean, var, var * n / (n - 1)
+
+
+def cbam_forward(spec: CBAM, p: dict, x: np.ndarray, training: bool = False, updates: dict | None = None) -> np.ndarray:
+    """float64 forward on channels-last ``x`` [N, H, W, C] with float64 canonical params ``p``.
+
+    ``training=True`` runs BatchNorm on batch statistics and, if ``updates`` is a dict, stores the
+    new running statistics in it (see `bn_batch_statistics`).
+    """
     gate = activations.GATES[spec.gate]
 
     def mlp(v):
@@ -143,6 +164,12 @@ def cbam_forward(spec: CBAM, p: dict, x: np.ndarray) -> np.ndarray:
     stats = {"max": x1.max(axis=-1), "mean": x1.mean(axis=-1)}
     z = _conv2d_same(np.stack([stats[name] for name in spec.spatial_order], axis=-1), p["conv.weight"], spec.padding)
     if spec.spatial_norm:
-        z = (z - p["bn.running_mean"][0]) / np.sqrt(p["bn.running_var"][0] + spec.bn_eps) * p["bn.weight"][0] \
-            + p["bn.bias"][0]
+        mean, var = p["bn.running_mean"][0], p["bn.running_var"][0]
+        if training:
+            mean, var, unbiased_var = bn_batch_statistics(z)
+            if updates is not None:
+                m = spec.bn_momentum
+                updates["bn.running_mean"] = (1 - m) * p["bn.running_mean"] + m * mean
+                updates["bn.running_var"] = (1 - m) * p["bn.running_var"] + m * unbiased_var
+        z = (z - mean) / np.sqrt(var + spec.bn_eps) * p["bn.weight"][0] + p["bn.bias"][0]
     return x1 * gate(z)[..., None]

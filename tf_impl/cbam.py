@@ -62,10 +62,21 @@ class CBAMBlock(AttentionLayer):
         return self._dense(self.fc2, ops.relu(self._dense(self.fc1, v)))
 
     def _norm(self, z, training):
+        """BatchNorm of the [N, H, W, 1] map in z's dtype. Inference: running statistics. Training:
+        batch statistics, and the running statistics updated by torch's rule (unbiased variance,
+        torch momentum; `reference.cbam.bn_batch_statistics`), not by Keras' own (biased) one."""
         bn = self.bn
-        if training or z.dtype == bn.gamma.dtype:
-            return ops.cast(bn(ops.cast(z, bn.gamma.dtype), training=training), z.dtype)
-        mean, var = ops.cast(bn.moving_mean, z.dtype), ops.cast(bn.moving_variance, z.dtype)
+        if training:
+            n = ops.cast(ops.size(z), z.dtype)
+            if all(d is not None for d in z.shape) and int(ops.size(z)) < 2:
+                raise ValueError(f"BatchNorm in training mode needs more than one value per channel, "
+                                 f"got N*H*W = {int(ops.size(z))}")
+            mean, var = ops.mean(z, axis=(0, 1, 2)), ops.var(z, axis=(0, 1, 2))
+            m = self.spec.bn_momentum
+            for stat, batch in ((bn.moving_mean, mean), (bn.moving_variance, var * n / (n - 1.0))):
+                stat.assign(ops.cast((1.0 - m) * ops.cast(stat, z.dtype) + m * batch, stat.dtype))
+        else:
+            mean, var = ops.cast(bn.moving_mean, z.dtype), ops.cast(bn.moving_variance, z.dtype)
         return (z - mean) * ops.rsqrt(var + bn.epsilon) * ops.cast(bn.gamma, z.dtype) + ops.cast(bn.beta, z.dtype)
 
     def call(self, x, training=None):
