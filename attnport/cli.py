@@ -18,7 +18,7 @@ def _check(args) -> int:
 
     from .check import run_check
 
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     names = args.backend or list(backends.BACKENDS)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("checking", total=len(cases.SPECS) * len(args.dtype))
@@ -47,6 +47,65 @@ def _check(args) -> int:
     return 1 if failed or not checked else 0
 
 
+def _user_errors():
+    from . import checkpoint, files
+
+    import reference
+
+    return (files.BadInput, checkpoint.CheckpointError, reference.ParamError, FileExistsError, FileNotFoundError,
+            IsADirectoryError, PermissionError)
+
+
+def _inspect(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .convert import discover
+
+    found = discover(args.file, args.layout)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    if args.json:
+        print(json.dumps({"layout": found.layout,
+                          "modules": [{"prefix": p, "kind": spec.kind, "spec": repr(spec),
+                                       "parameters": spec.num_params()} for p, (spec, _) in found.bundle.items()],
+                          "unrecognized": {k: list(v.shape) for k, v in found.unrecognized.items()}}, indent=1))
+        return 0
+    table = Table(title=f"{args.file}: {len(found.bundle)} attention modules ({found.layout} layout)")
+    for col in ("prefix", "kind", "inferred spec", "parameters"):
+        table.add_column(col)
+    for prefix, (spec, _) in found.bundle.items():
+        table.add_row(prefix or "(single module)", spec.kind, repr(spec), f"{spec.num_params():,}")
+    console.print(table)
+    if found.unrecognized:
+        rest = Table(title=f"{len(found.unrecognized)} keys not recognized as attention weights")
+        rest.add_column("key")
+        rest.add_column("shape")
+        rest.add_column("dtype")
+        for key, value in found.unrecognized.items():
+            rest.add_row(key, str(tuple(value.shape)), value.dtype.name)
+        console.print(rest)
+    return 0
+
+
+def _convert(args) -> int:
+    from rich.progress import Progress
+
+    from .convert import convert, discover
+
+    total = len(discover(args.src, args.layout_from).bundle)
+    with Progress(transient=True, disable=total <= 4) as progress:
+        task = progress.add_task("converting", total=total)
+        summary, found, passed = convert(args.src, args.dst, args.to, layout=args.layout_from,
+                                         keep_rest=args.keep_rest, force=args.force,
+                                         progress=lambda n: progress.advance(task, n))
+    if found.unrecognized and not passed:
+        print(f"{len(found.unrecognized)} keys of {args.src} are not attention weights and were not written "
+              f"(see `attnport inspect`; --keep-rest passes them through between same-framework layouts)",
+              file=sys.stderr)
+    print(summary)
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="attnport", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -54,13 +113,37 @@ def main(argv=None) -> int:
     check.add_argument("--backend", action="append", choices=sorted(backends.BACKENDS),
                        help="limit to this backend (repeatable); default: all")
     check.add_argument("--dtype", action="append", choices=cases.DTYPES, default=None,
-                       help="limit to this dtype (repeatable); default: float32 and float64")
+                       help="limit to this dtype (repeatable); default: all four")
     check.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
+    from .convert import LAYOUTS
+
+    inspect = sub.add_parser("inspect", help="list the attention modules a weight file holds")
+    inspect.add_argument("file")
+    inspect.add_argument("--from", dest="layout", choices=LAYOUTS, help="the file's layout (default: from the file)")
+    inspect.add_argument("--json", action="store_true")
+    conv = sub.add_parser("convert", help="convert every recognized attention module to another layout")
+    conv.add_argument("src")
+    conv.add_argument("dst", help="output .safetensors file")
+    conv.add_argument("--from", dest="layout_from", choices=LAYOUTS, help="the source layout (default: from the file)")
+    conv.add_argument("--to", required=True, choices=LAYOUTS)
+    conv.add_argument("--keep-rest", action="store_true", help="copy non-attention keys between same-framework layouts")
+    conv.add_argument("--force", action="store_true", help="overwrite DST")
     args = parser.parse_args(argv)
-    if args.command == "check":
-        args.dtype = args.dtype or list(cases.DTYPES)
-        return _check(args)
-    return 2
+    from .checkpoint import VerificationError
+
+    try:
+        if args.command == "check":
+            args.dtype = args.dtype or list(cases.DTYPES)
+            return _check(args)
+        if args.command == "inspect":
+            return _inspect(args)
+        return _convert(args)
+    except VerificationError as exc:
+        print(f"attnport: verification failed: {exc}", file=sys.stderr)
+        return 1
+    except _user_errors() as exc:
+        print(f"attnport: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,527 @@
+"""attnport's canonical checkpoint file: safetensors holding one module or a bundle of modules.
+
+Format (version 1)
+------------------
+A standard safetensors file (8-byte little-endian header length, a JSON header, raw little-endian
+tensor bytes). Tensors are the modules' canonical parameters (README "Canonical weight table"),
+keyed ``f"{prefix}.{name}"``, e.g. ``layer1.0.se.fc1.weight``; the prefix ``""`` stands for a file
+holding a single module, whose keys are then the bare canonical names (``fc1.weight``). The header's
+``__metadata__`` (string -> string, as safetensors requires) holds:
+
+- ``"format"``: ``"attnport"``;
+- ``"format_version"``: ``"1"``;
+- ``"modules"``: JSON ``{prefix: {"kind": "se" | "eca" | "cbam", "spec": {field: value}}}`` with every
+  dataclass field of the (resolved) spec, tuples written as lists, in the bundle's order.
+
+A bundle is ``{prefix: (spec, params)}``. Prefixes are dotted names without empty components; one
+module's prefix may not lie inside another's (``a`` and ``a.b``), so every key belongs to exactly one
+module, and ``""`` may only appear alone.
+
+Dtypes
+------
+float64, float32, float16 and bfloat16 are stored as safetensors' own ``F64``, ``F32``, ``F16`` and
+``BF16``, so any safetensors reader (torch, JAX, TF, Rust) sees the real dtype. bfloat16 comes from
+ml_dtypes on the NumPy side.
+
+*The bfloat16 route.* ``safetensors.numpy.save`` passes ``array.dtype.name`` to the Rust serializer,
+and for an ml_dtypes array that name is ``"bfloat16"``, which the serializer maps to ``BF16``: writing
+needs nothing special (checked with safetensors 0.8.0; every write is also verified bit for bit
+below, so a library that stored it differently would be caught). Reading is where NumPy support
+stops: ``safetensors.numpy.load``/``load_file`` raise ``KeyError: 'BF16'`` (their dtype table has no
+BF16), and ``safe_open(framework="np")`` does not return an ml_dtypes array. So this module reads
+with ``safetensors.deserialize`` -- the library's own Rust parser, which validates the header (size
+cap, dtypes, shapes against byte ranges, non-overlapping offsets, the data fully covered) -- and
+turns each tensor's raw little-endian bytes into an array with its own dtype table, in which ``BF16``
+is ``ml_dtypes.bfloat16`` (and the float8 codes are ml_dtypes' float8 types). No hand-written
+header, no uint16 views, no side-channel metadata.
+
+Safety and integrity
+--------------------
+- Nothing is ever unpickled: only safetensors is read, and a file that is not safetensors (a pickle,
+  a zip from ``torch.save`` or ``.keras``, HDF5, ``.npy``) is refused by its first bytes with a
+  `CheckpointError` naming the file. `load` also refuses any suffix but ``.safetensors``.
+- `save` writes to a temporary file in the target's directory, fsyncs it, reloads it and compares
+  every tensor (dtype, shape, bytes) and the metadata with what was asked for, and only then moves
+  it into place with ``os.replace`` (without ``force``, an existing target is refused; where the
+  file system supports hard links the final step is ``os.link``, which cannot overwrite a file that
+  appeared meanwhile). On any failure the temporary file is removed and the target is untouched.
+- Truncated or corrupt files raise `CheckpointError` (a ``ValueError``) naming the file, never the
+  safetensors extension's own exception type.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+import reference
+from reference.dtypes import SUPPORTED as SUPPORTED_DTYPES
+from reference.validation import ParamError
+
+FORMAT = "attnport"
+FORMAT_VERSION = 1
+SUFFIX = ".safetensors"
+
+Bundle = dict[str, tuple[Any, dict[str, np.ndarray]]]
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "SUFFIX", "Bundle", "CheckpointError", "CheckpointParamError", "Summary",
+           "save", "load", "read_tensors", "module_key"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read or does not hold what it declares. ``path`` names the file."""
+
+    def __init__(self, path, message: str):
+        self.path = str(path)
+        super().__init__(f"{self.path}: {message}")
+
+
+class VerificationError(CheckpointError):
+    """A written file did not read back bit for bit (the CLI exits 1)."""
+
+
+class CheckpointParamError(CheckpointError):
+    """The tensors of a checkpoint do not match its declared modules.
+
+    ``modules`` maps prefix -> the `reference.ParamError` for that module (its ``missing``,
+    ``unexpected`` and ``mismatched`` name full tensor keys); ``orphans`` lists tensors in the
+    file that belong to no declared module.
+    """
+
+    def __init__(self, path, modules: dict[str, ParamError], orphans=()):
+        self.modules = dict(modules)
+        self.orphans = sorted(orphans)
+        lines = ["tensors do not match the declared modules"]
+        for prefix, err in self.modules.items():
+            where = f"module {prefix!r}" if prefix else "the module"
+            for key in err.missing:
+                lines.append(f"  {where}: missing key {key}")
+            for key in err.unexpected:
+                lines.append(f"  {where}: unexpected key {key}")
+            for key, (want, got) in sorted(err.mismatched.items()):
+                lines.append(f"  {where}: shape mismatch for {key}: expected {want}, got {got}")
+            for key, why in sorted(err.bad_dtype.items()):
+                lines.append(f"  {where}: bad dtype for {key}: {why}")
+        if self.orphans:
+            lines.append("  tensors that belong to no declared module: " + ", ".join(self.orphans))
+        super().__init__(path, "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What `save` wrote: ``str(summary)`` is the one-line report."""
+
+    modules: int
+    tensors: int
+    bytes: int
+    dtypes: list[str] = field(default_factory=list)
+    path: str = ""
+
+    def __str__(self) -> str:
+        def count(n, word):
+            return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+        return (f"wrote {count(self.modules, 'module')}, {count(self.tensors, 'tensor')}, "
+                f"{count(self.bytes, 'byte')}, {'/'.join(self.dtypes) or 'no dtype'} to {self.path}")
+
+
+def module_key(prefix: str, name: str) -> str:
+    """The tensor key of canonical parameter ``name`` of the module at ``prefix``."""
+    return f"{prefix}.{name}" if prefix else name
+
+
+# --------------------------------------------------------------------------- reading
+
+# safetensors dtype code -> NumPy dtype (a callable for the ml_dtypes ones, imported lazily).
+_NUMPY_TYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8",
+    "U64": "uint64", "U32": "uint32", "U16": "uint16", "U8": "uint8",
+    "BOOL": "bool", "C64": "complex64",
+}
+_ML_DTYPES = {"BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+              "F8_E8M0": "float8_e8m0fnu"}
+
+
+def _numpy_dtype(code: str, path, key: str) -> np.dtype:
+    if code in _NUMPY_TYPES:
+        return np.dtype(_NUMPY_TYPES[code])
+    if code in _ML_DTYPES:
+        try:
+            import ml_dtypes  # noqa: PLC0415 - only the non-NumPy dtypes need it
+        except ImportError:
+            raise CheckpointError(path, f"tensor {key} has dtype {code}, which needs the ml_dtypes package "
+                                        f"(pip install ml_dtypes)") from None
+        return np.dtype(getattr(ml_dtypes, _ML_DTYPES[code]))
+    raise CheckpointError(path, f"tensor {key} has dtype {code}, which attnport cannot represent in NumPy")
+
+
+def _sniff(data: bytes) -> str | None:
+    """A name for well-known non-safetensors contents, from their first bytes."""
+    if data[:2] in (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05") or data[:1] in (b"(", b"]", b"}") \
+            and data[-1:] == b".":
+        return "a Python pickle"
+    if data[:4] == b"PK\x03\x04":
+        return "a zip archive (torch.save, .keras or .npz)"
+    if data[:8] == b"\x89HDF\r\n\x1a\n":
+        return "an HDF5 file (Keras .h5)"
+    if data[:6] == b"\x93NUMPY":
+        return "a NumPy .npy file"
+    return None
+
+
+def _not_safetensors(path, data: bytes, why: str) -> CheckpointError:
+    what = _sniff(data)
+    if what:
+        return CheckpointError(path, f"not a safetensors file: it looks like {what}. attnport reads only "
+                                     "safetensors and never unpickles; convert the weights with the framework "
+                                     "that wrote them")
+    return CheckpointError(path, f"not a valid safetensors file ({why})")
+
+
+def _parse(path, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    if len(data) < 8:
+        raise _not_safetensors(path, data, f"{len(data)} bytes, shorter than the 8-byte header length")
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if data[8:9] != b"{":
+        raise _not_safetensors(path, data, "the header is not a JSON object")
+    if 8 + header_len > len(data):
+        raise CheckpointError(path, f"truncated or not safetensors: the header claims {header_len:,} bytes "
+                                    f"but the file has only {len(data):,}")
+    import safetensors  # noqa: PLC0415
+
+    try:
+        flat = safetensors.deserialize(data)
+        header = json.loads(data[8:8 + header_len])
+    except Exception as e:  # SafetensorError subclasses Exception only; never let it leak
+        raise CheckpointError(path, f"corrupt or truncated safetensors file ({e})") from None
+    metadata = header.get("__metadata__") or {}
+    tensors = {}
+    for key, view in flat:
+        dtype = _numpy_dtype(view["dtype"], path, key)
+        try:
+            arr = np.frombuffer(view["data"], dtype=dtype).reshape(view["shape"])
+        except ValueError as e:
+            raise CheckpointError(path, f"tensor {key}: {e}") from None
+        if sys.byteorder != "little" and dtype.itemsize > 1:  # safetensors is little-endian
+            arr = arr.byteswap()
+        tensors[key] = arr
+    # Keep the file's own key order (safetensors sorts by alignment, then name) stable for callers.
+    return dict(sorted(tensors.items())), dict(metadata)
+
+
+def read_tensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Every tensor of any safetensors file, each in its own dtype, and the header metadata.
+
+    BF16 tensors come back as ml_dtypes bfloat16 arrays. The file is read and validated by
+    safetensors' parser; nothing is unpickled, whatever the suffix. Raises `CheckpointError`
+    naming the file for anything that is not a complete, valid safetensors file.
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    return _parse(path, data)
+
+
+def _spec_from_json(path, prefix: str, entry) -> Any:
+    where = f"module {prefix!r}"
+    if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str) or \
+            not isinstance(entry.get("spec"), dict):
+        raise CheckpointError(path, f"{where}: metadata must be {{\"kind\": str, \"spec\": {{field: value}}}}, "
+                                    f"got {entry!r}")
+    kind = entry["kind"]
+    if kind not in reference.SPECS:
+        raise CheckpointError(path, f"{where}: unknown kind {kind!r}; this attnport knows "
+                                    f"{sorted(reference.SPECS)}")
+    cls = reference.SPECS[kind]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = entry["spec"]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise CheckpointError(path, f"{where}: unknown {kind} spec field(s) {', '.join(unknown)}")
+    required = [name for name, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    absent = [name for name in required if name not in values]
+    if absent:
+        raise CheckpointError(path, f"{where}: missing {kind} spec field(s) {', '.join(absent)}")
+    kwargs = {name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(path, f"{where}: invalid {kind} spec: {e}") from None
+
+
+def _check_prefixes(prefixes, error) -> None:
+    """Prefixes are dotted names; '' only alone; none inside another."""
+    prefixes = list(prefixes)
+    for p in prefixes:
+        if not isinstance(p, str):
+            raise error(f"a module prefix must be a string, got {p!r}")
+        if p and any(part == "" for part in p.split(".")):
+            raise error(f"module prefix {p!r} has an empty dotted component")
+    if "" in prefixes and len(prefixes) > 1:
+        raise error("the prefix '' (a single-module file) cannot be combined with other modules")
+    for p in prefixes:
+        for q in prefixes:
+            if p != q and q.startswith(p + "."):
+                raise error(f"module prefix {q!r} lies inside module {p!r}; a key could belong to either")
+
+
+def load(path) -> Bundle:
+    """Read an attnport checkpoint: ``{prefix: (spec, params)}``, every dtype as stored.
+
+    Raises `CheckpointError` (naming the file) for a wrong suffix, non-safetensors or corrupt
+    contents, missing or foreign metadata, an unknown format version, or an invalid spec
+    (naming the prefix and field), and `CheckpointParamError` when the tensors do not match the
+    declared modules (missing, unexpected, mis-shaped and orphan keys, each by full key).
+    """
+    if Path(path).suffix != SUFFIX:
+        raise CheckpointError(path, f"attnport checkpoints are {SUFFIX} files; refusing to read this one "
+                                    "(attnport never unpickles)")
+    tensors, metadata = read_tensors(path)
+    return bundle_from_tensors(path, tensors, metadata)
+
+
+def bundle_from_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> Bundle:
+    """The bundle an attnport file's tensors and metadata describe (see `load`); ``path`` names it in errors."""
+    fmt = metadata.get("format")
+    if fmt != FORMAT:
+        detail = "it has no attnport metadata (a plain safetensors file? use read_tensors)" if fmt is None \
+            else f"its format is {fmt!r}, not {FORMAT!r}"
+        raise CheckpointError(path, f"not an attnport checkpoint: {detail}")
+    version = metadata.get("format_version")
+    if version != str(FORMAT_VERSION):
+        raise CheckpointError(path, f"format version {version!r} is not supported; this attnport reads "
+                                    f"version {FORMAT_VERSION}")
+    try:
+        modules = json.loads(metadata.get("modules", ""))
+    except json.JSONDecodeError as e:
+        raise CheckpointError(path, f"the 'modules' metadata is not valid JSON ({e})") from None
+    if not isinstance(modules, dict):
+        raise CheckpointError(path, "the 'modules' metadata must be a JSON object {prefix: module}")
+    _check_prefixes(modules, lambda msg: CheckpointError(path, msg))
+    specs = {prefix: _spec_from_json(path, prefix, entry) for prefix, entry in modules.items()}
+
+    layout = metadata.get("layout", "canonical")
+    if layout != "canonical" and layout not in NATIVE_LAYOUTS:
+        raise CheckpointError(path, f"unknown layout {layout!r}; attnport files are 'canonical', 'keras' or 'flax'")
+    grouped: dict[str, dict[str, np.ndarray]] = {prefix: {} for prefix in specs}
+    orphans = []
+    for key, arr in tensors.items():
+        owner = "" if "" in specs else next((p for p in specs if key.startswith(p + ".")), None)
+        if owner is None:
+            orphans.append(key)
+        else:
+            grouped[owner][key[len(owner) + 1:] if owner else key] = arr
+    if layout != "canonical":
+        grouped = {prefix: _native_to_canonical(path, prefix, specs[prefix], native, NATIVE_LAYOUTS[layout])
+                   for prefix, native in grouped.items()}
+    problems = {}
+    for prefix, spec in specs.items():
+        try:
+            reference.check_params(spec, grouped[prefix])
+        except ParamError as e:
+            def full(names):
+                return [module_key(prefix, n) for n in names]
+
+            problems[prefix] = ParamError(full(e.missing), full(e.unexpected),
+                                          {module_key(prefix, n): v for n, v in e.mismatched.items()},
+                                          {module_key(prefix, n): v for n, v in e.bad_dtype.items()},
+                                          context=f"module {prefix!r} ({spec!r})")
+    if problems or orphans:
+        raise CheckpointParamError(path, problems, orphans)
+    return {prefix: (spec, {name: grouped[prefix][name] for name in spec.param_shapes()})
+            for prefix, spec in specs.items()}
+
+
+def _native_to_canonical(path, prefix, spec, native: dict[str, np.ndarray], framework: str) -> dict:
+    """Undo `reference.to_native` for one module; a missing or mis-shaped native key is named."""
+    problems = []
+    for info in spec.param_table():
+        name, _ = reference.native(info, framework)
+        want = reference.native_shape(info, framework)
+        if name not in native:
+            problems.append(f"missing key {module_key(prefix, name)}")
+        elif tuple(native[name].shape) != want:
+            problems.append(f"shape mismatch for {module_key(prefix, name)}: expected {want}, "
+                            f"got {tuple(native[name].shape)}")
+    extra = set(native) - {reference.native(i, framework)[0] for i in spec.param_table()}
+    problems += [f"unexpected key {module_key(prefix, k)}" for k in sorted(extra)]
+    if problems:
+        raise CheckpointError(path, f"module {prefix!r} ({framework} layout): " + "; ".join(problems))
+    return reference.from_native(spec, native, framework)
+
+
+# --------------------------------------------------------------------------- writing
+
+def _spec_to_json(spec) -> dict:
+    def plain(v):
+        return [plain(x) for x in v] if isinstance(v, (tuple, list)) else v
+
+    return {"kind": spec.kind, "spec": {f.name: plain(getattr(spec, f.name)) for f in dataclasses.fields(spec)}}
+
+
+NATIVE_LAYOUTS = {"keras": "keras", "flax": "flax"}  # layout name -> reference.layout framework
+
+
+def _prepare(bundle, layout: str = "canonical") -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Validate the bundle; return (tensors by key, metadata)."""
+    if layout != "canonical" and layout not in NATIVE_LAYOUTS:
+        raise ValueError(f"layout={layout!r}: attnport files are 'canonical', 'keras' or 'flax'")
+    if not isinstance(bundle, Mapping):
+        raise TypeError(f"a bundle maps prefix -> (spec, params), got {type(bundle).__name__}")
+    if not bundle:
+        raise ValueError("the bundle is empty; nothing to save")
+    _check_prefixes(bundle, ValueError)
+    tensors, modules = {}, {}
+    for prefix, entry in bundle.items():
+        where = f"module {prefix!r}" if prefix else "the module (prefix '')"
+        if not (isinstance(entry, tuple) and len(entry) == 2):
+            raise TypeError(f"{where}: a bundle entry must be a (spec, params) tuple, got {type(entry).__name__}")
+        spec, params = entry
+        if not (dataclasses.is_dataclass(spec) and reference.SPECS.get(getattr(spec, "kind", None)) is type(spec)):
+            raise TypeError(f"{where}: expected a reference spec ({', '.join(c.__name__ for c in reference.SPECS.values())}), "
+                            f"got {type(spec).__name__}")
+        try:
+            reference.check_params(spec, params)
+        except ParamError as e:
+            raise ParamError(e.missing, e.unexpected, e.mismatched, e.bad_dtype,
+                             context=f"{where} ({spec!r})") from None
+        bad = {name: f"{np.dtype(v.dtype).name} is not one of {SUPPORTED_DTYPES}"
+               for name, v in params.items() if np.dtype(v.dtype).name not in SUPPORTED_DTYPES}
+        if bad:
+            raise ParamError(bad_dtype=bad, context=f"{where} ({spec!r})")
+        stored = {name: params[name] for name in spec.param_shapes()}
+        if layout != "canonical":
+            stored = reference.to_native(spec, stored, NATIVE_LAYOUTS[layout])
+        for name, value in stored.items():
+            arr = np.ascontiguousarray(np.asarray(value))
+            if not arr.dtype.isnative:
+                arr = arr.astype(arr.dtype.newbyteorder("="))
+            tensors[module_key(prefix, name)] = arr
+        modules[prefix] = _spec_to_json(spec)
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
+                "modules": json.dumps(modules, allow_nan=False, separators=(",", ":"))}
+    if layout != "canonical":
+        metadata["layout"] = layout
+    return tensors, metadata
+
+
+def _write_payload(f, data: bytes) -> None:
+    """Write ``data`` to the open temporary file and make it durable. (Tests replace this.)"""
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _verify(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
+    got, got_meta = read_tensors(path)
+    problems = []
+    if set(got) != set(tensors):
+        problems.append(f"keys differ: missing {sorted(set(tensors) - set(got))}, "
+                        f"extra {sorted(set(got) - set(tensors))}")
+    for key in sorted(set(got) & set(tensors)):
+        a, b = tensors[key], got[key]
+        if a.dtype != b.dtype or a.shape != b.shape or a.tobytes() != b.tobytes():
+            problems.append(f"{key}: wrote {a.dtype.name}{list(a.shape)}, read back {b.dtype.name}{list(b.shape)}"
+                            + ("" if a.dtype != b.dtype or a.shape != b.shape else " with different bytes"))
+    if got_meta != metadata:
+        problems.append("the metadata differs")
+    if problems:
+        raise VerificationError(path, "the written file does not read back bit for bit: " + "; ".join(problems))
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def save(path, bundle: Bundle, *, force: bool = False, layout: str = "canonical") -> Summary:
+    """Write ``bundle`` (``{prefix: (spec, params)}``) to the safetensors file ``path``, atomically.
+
+    Every module is checked with `reference.check_params` first (errors name the prefix); the
+    dtypes must be float64, float32, float16 or bfloat16 and are stored as they are. An existing
+    ``path`` is refused (`FileExistsError`) unless ``force``. The file is written to a temporary
+    file beside ``path``, read back and compared bit for bit, then moved into place; on any failure
+    no temporary file remains and ``path`` is untouched. Returns a `Summary`; ``str()`` of it is
+    the one-line report.
+
+    ``layout="keras"`` or ``"flax"`` stores each tensor under its native variable path and in its
+    native axis order (``layer1.0.se.fc1.kernel`` [C, R]) instead of the canonical one; `load`
+    converts it back (metadata ``"layout"`` says which).
+    """
+    tensors, metadata = _prepare(bundle, layout)
+    return write_tensors(path, tensors, metadata, force=force, modules=len(bundle))
+
+
+def write_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str], *, force: bool = False,
+                  modules: int = 0) -> Summary:
+    """Write any flat ``{key: array}`` as a ``.safetensors`` file with the guarantees of `save`
+    (atomic, no overwrite without ``force``, read back bit for bit). Used for peer layouts too."""
+    path = Path(path)
+    if path.suffix != SUFFIX:
+        raise ValueError(f"{path}: attnport writes safetensors files; the name must end in {SUFFIX}")
+    directory = path.parent
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{path}: the directory {directory} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
+
+    from safetensors.numpy import save as serialize  # noqa: PLC0415
+
+    data = serialize(tensors, metadata=metadata)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file a normal new file's mode
+                os.fchmod(f.fileno(), 0o666 & ~_current_umask())
+            _write_payload(f, data)
+        _verify(tmp, tensors, metadata)
+        if force:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)  # fails if path appeared meanwhile; never overwrites
+            except FileExistsError:
+                raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it") from None
+            except OSError:  # no hard links on this file system
+                if path.exists():
+                    raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it") from None
+                os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        os.unlink(tmp)  # after os.link the temporary name is still there
+    except FileNotFoundError:
+        pass
+    _fsync_directory(directory)
+    dtypes = sorted({a.dtype.name for a in tensors.values()})
+    return Summary(modules=modules, tensors=len(tensors), bytes=len(data), dtypes=dtypes, path=str(path))
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename durable where the platform allows opening a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,137 @@
+"""`attnport inspect` / `convert` on attnport's own layouts, and the safety rules for every input."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import attnport
+import reference
+from attnport import cli
+
+BUNDLE = {
+    "layer1.0.se": (reference.SE.timm(64), reference.SE.timm(64).init_params(seed=1)),
+    "layer2.1.eca": (reference.ECA.circular(7), reference.ECA.circular(7).init_params(seed=2)),
+    "layer3.0.cbam": (reference.CBAM.official(40), reference.CBAM.official(40).init_params(seed=3)),
+}
+
+
+def run(*argv):
+    """The CLI in a subprocess: exit code, stdout, stderr (proves no traceback reaches the user)."""
+    done = subprocess.run([sys.executable, "-m", "attnport", *map(str, argv)], capture_output=True, text=True,
+                          timeout=120)
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture()
+def canonical(tmp_path):
+    path = tmp_path / "bundle.safetensors"
+    attnport.save(path, BUNDLE)
+    return path
+
+
+def test_inspect_lists_every_module(canonical, capsys):
+    assert cli.main(["inspect", str(canonical), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["layout"] == "canonical" and report["unrecognized"] == {}
+    assert [(m["prefix"], m["kind"], m["parameters"]) for m in report["modules"]] == \
+        [(p, s.kind, s.num_params()) for p, (s, _) in BUNDLE.items()]
+
+
+@pytest.mark.parametrize("via", ["keras", "flax"])
+def test_convert_round_trip_through_native_layouts(canonical, tmp_path, via, capsys):
+    native, back = tmp_path / f"{via}.safetensors", tmp_path / "back.safetensors"
+    assert cli.main(["convert", str(canonical), str(native), "--to", via]) == 0
+    assert "wrote 3 modules" in capsys.readouterr().out
+    tensors, metadata = attnport.read_tensors(native)
+    assert metadata["layout"] == via
+    # native names and axis orders, e.g. the SE's fc1 kernel is [C, R] = [64, 8]
+    assert tensors["layer1.0.se.fc1.kernel"].shape == (64, 8)
+    np.testing.assert_array_equal(tensors["layer1.0.se.fc1.kernel"], BUNDLE["layer1.0.se"][1]["fc1.weight"].T)
+    assert tensors["layer3.0.cbam.conv.kernel"].shape == (7, 7, 2, 1)
+    assert cli.main(["convert", str(native), str(back), "--to", "canonical"]) == 0  # --from read from the file
+    loaded = attnport.load(back)
+    for prefix, (spec, params) in BUNDLE.items():
+        assert loaded[prefix][0] == spec
+        assert all(loaded[prefix][1][k].tobytes() == v.tobytes() for k, v in params.items())
+
+
+def test_overwrite_is_refused_without_force(canonical, tmp_path):
+    out = tmp_path / "out.safetensors"
+    out.write_bytes(b"keep me")
+    code, stdout, stderr = run("convert", canonical, out, "--to", "keras")
+    assert code == 2 and "exists" in stderr and "--force" in stderr and "Traceback" not in stderr
+    assert out.read_bytes() == b"keep me"
+    code, stdout, _ = run("convert", canonical, out, "--to", "keras", "--force")
+    assert code == 0 and f"wrote 3 modules, {sum(len(p) for _, p in BUNDLE.values())} tensors" in stdout
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # unpickling this would create the marker file
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".pth", ".bin", ".safetensors"])
+def test_a_pickle_payload_is_refused_and_never_runs(tmp_path, suffix):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / f"model{suffix}"
+    with open(evil, "wb") as f:
+        pickle.dump({"fc1.weight": _Payload(str(marker))}, f)
+    code, _, stderr = run("inspect", evil, "--from", "timm")
+    assert code == 2 and str(evil) in stderr and "Traceback" not in stderr
+    assert not marker.exists()
+    assert not os.path.exists(marker)
+
+
+def test_keras_archives_are_refused(tmp_path):
+    archive = tmp_path / "model.keras"
+    archive.write_bytes(b"PK\x03\x04")
+    code, _, stderr = run("inspect", archive)
+    assert code == 2 and ".keras archives carry code" in stderr
+
+
+def test_truncated_file(canonical, tmp_path):
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(canonical.read_bytes()[:-100])
+    code, _, stderr = run("inspect", cut)
+    assert code == 2 and str(cut) in stderr and "Traceback" not in stderr
+
+
+def test_wrong_shape_is_named(tmp_path):
+    spec = reference.SE(8)
+    params = spec.init_params()
+    params["fc2.weight"] = np.zeros((8, 3), np.float32)
+    from attnport import checkpoint
+    tensors = {k: v for k, v in params.items()}
+    metadata = {"format": "attnport", "format_version": "1",
+                "modules": json.dumps({"": {"kind": "se", "spec": {"channels": 8}}})}
+    bad = tmp_path / "bad.safetensors"
+    checkpoint.write_tensors(bad, tensors, metadata)
+    code, _, stderr = run("inspect", bad)
+    assert code == 2 and "fc2.weight" in stderr and "(8, 2)" in stderr and "(8, 3)" in stderr
+
+
+def test_unknown_layout_and_missing_from(canonical, tmp_path):
+    plain = tmp_path / "plain.safetensors"
+    from attnport import checkpoint
+    checkpoint.write_tensors(plain, {"w": np.zeros(3, np.float32)}, {})
+    code, _, stderr = run("inspect", plain)
+    assert code == 2 and "pass --from" in stderr
+
+
+def test_verification_failure_exits_1(canonical, tmp_path, monkeypatch, capsys):
+    from attnport import checkpoint
+
+    def corrupt(path, tensors, metadata):
+        raise checkpoint.VerificationError(path, "the written file does not read back bit for bit: simulated")
+
+    monkeypatch.setattr(checkpoint, "_verify", corrupt)
+    out = tmp_path / "x.safetensors"
+    assert cli.main(["convert", str(canonical), str(out), "--to", "flax"]) == 1
+    assert "verification failed" in capsys.readouterr().err and not out.exists()
