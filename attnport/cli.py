@@ -62,12 +62,13 @@ def _inspect(args) -> int:
 
     from .convert import discover
 
-    found = discover(args.file, args.layout)
+    found = discover(args.file, args.layout, preset=_presets(args.preset), channels=_channels(args.channels))
     console = Console() if sys.stdout.isatty() else Console(width=160)
     if args.json:
         print(json.dumps({"layout": found.layout,
                           "modules": [{"prefix": p, "kind": spec.kind, "spec": repr(spec),
                                        "parameters": spec.num_params()} for p, (spec, _) in found.bundle.items()],
+                          "unresolved": found.unresolved,
                           "unrecognized": {k: list(v.shape) for k, v in found.unrecognized.items()}}, indent=1))
         return 0
     table = Table(title=f"{args.file}: {len(found.bundle)} attention modules ({found.layout} layout)")
@@ -76,6 +77,8 @@ def _inspect(args) -> int:
     for prefix, (spec, _) in found.bundle.items():
         table.add_row(prefix or "(single module)", spec.kind, repr(spec), f"{spec.num_params():,}")
     console.print(table)
+    for prefix, why in found.unresolved.items():
+        console.print(f"[yellow]not converted[/] {prefix or '(single module)'}: {why}")
     if found.unrecognized:
         rest = Table(title=f"{len(found.unrecognized)} keys not recognized as attention weights")
         rest.add_column("key")
@@ -92,18 +95,53 @@ def _convert(args) -> int:
 
     from .convert import convert, discover
 
-    total = len(discover(args.src, args.layout_from).bundle)
+    options = dict(preset=_presets(args.preset), channels=_channels(args.channels))
+    total = len(discover(args.src, args.layout_from, **options).bundle)
     with Progress(transient=True, disable=total <= 4) as progress:
         task = progress.add_task("converting", total=total)
         summary, found, passed = convert(args.src, args.dst, args.to, layout=args.layout_from,
                                          keep_rest=args.keep_rest, force=args.force,
-                                         progress=lambda n: progress.advance(task, n))
+                                         progress=lambda n: progress.advance(task, n), **options)
+    for prefix, why in found.unresolved.items():
+        print(f"not converted: {prefix}: {why}", file=sys.stderr)
     if found.unrecognized and not passed:
         print(f"{len(found.unrecognized)} keys of {args.src} are not attention weights and were not written "
               f"(see `attnport inspect`; --keep-rest passes them through between same-framework layouts)",
               file=sys.stderr)
     print(summary)
     return 0
+
+
+def _pairs(values, convert):
+    """``["7", "a.b=efficientnet"]`` -> a single value, or ``{prefix: value}``."""
+    if not values:
+        return None
+    bare = [convert(v) for v in values if "=" not in v]
+    pairs = {k: convert(v) for k, v in (item.split("=", 1) for item in values if "=" in item)}
+    if bare and pairs or len(bare) > 1:
+        raise SystemExit("attnport: give one bare value, or only PREFIX=VALUE pairs")
+    return bare[0] if bare else pairs
+
+
+def _presets(values):
+    return _pairs(values, str)
+
+
+def _channels(values):
+    def count(v):
+        if not v.isdigit():
+            raise SystemExit(f"attnport: --channels needs an integer, got {v!r}")
+        return int(v)
+
+    return _pairs(values, count)
+
+
+def _add_discovery_options(parser) -> None:
+    parser.add_argument("--preset", action="append",
+                        help="facts for peer classes whose keys do not fix them (e.g. timm SqueezeExcite: "
+                             "efficientnet or mobilenetv3): NAME, or PREFIX=NAME (repeatable)")
+    parser.add_argument("--channels", action="append",
+                        help="C for ECA modules (their weight does not hold it): C, or PREFIX=C (repeatable)")
 
 
 def main(argv=None) -> int:
@@ -121,6 +159,7 @@ def main(argv=None) -> int:
     inspect.add_argument("file")
     inspect.add_argument("--from", dest="layout", choices=LAYOUTS, help="the file's layout (default: from the file)")
     inspect.add_argument("--json", action="store_true")
+    _add_discovery_options(inspect)
     conv = sub.add_parser("convert", help="convert every recognized attention module to another layout")
     conv.add_argument("src")
     conv.add_argument("dst", help="output .safetensors file")
@@ -128,6 +167,7 @@ def main(argv=None) -> int:
     conv.add_argument("--to", required=True, choices=LAYOUTS)
     conv.add_argument("--keep-rest", action="store_true", help="copy non-attention keys between same-framework layouts")
     conv.add_argument("--force", action="store_true", help="overwrite DST")
+    _add_discovery_options(conv)
     args = parser.parse_args(argv)
     from .checkpoint import VerificationError
 

@@ -6,7 +6,7 @@ A *layout* names how a file stores attention weights:
 - ``keras`` / ``flax``: the same file with every tensor under its native variable path and axis
   order (our Keras layers' and NNX modules' variables);
 - ``timm``, ``torchvision``, ``official-eca``, ``official-cbam``, ``keras-applications``: a peer's
-  own keys and layouts, read and written through the tables in `attnport.peers`.
+  own keys and layouts, read and written through the tables in `reference.peers`.
 
 Every recognized module becomes a bundle entry ``{prefix: (spec, canonical params)}``; every key
 that is not part of one is reported, never dropped silently.
@@ -36,16 +36,22 @@ class Found:
     layout: str
     bundle: dict
     unrecognized: dict[str, np.ndarray] = field(default_factory=dict)
+    unresolved: dict[str, str] = field(default_factory=dict)  # prefix -> why it is not converted
+    extras: dict[str, np.ndarray] = field(default_factory=dict)  # peer keys without a canonical twin
 
 
 def _peer(layout: str):
-    from . import peers  # noqa: PLC0415 - the peer tables load only when a peer layout is used
+    from reference import peers  # noqa: PLC0415 - the peer tables load only when a peer layout is used
 
     return peers.LAYOUTS[layout]
 
 
-def discover(path, layout: str | None = None) -> Found:
-    """Read ``path`` and find its attention modules. ``layout=None`` takes it from the file's metadata."""
+def discover(path, layout: str | None = None, *, preset=None, channels=None) -> Found:
+    """Read ``path`` and find its attention modules. ``layout=None`` takes it from the file's metadata.
+
+    ``preset`` and ``channels`` go to the peer layout's ``discover`` (`reference.peers`): the facts
+    of peer classes whose keys do not fix them, and C for ECA modules.
+    """
     tensors, metadata = read_weights(path)
     declared = metadata.get("layout") or ("canonical" if metadata.get("format") == checkpoint.FORMAT else None)
     layout = layout or declared
@@ -61,12 +67,16 @@ def discover(path, layout: str | None = None) -> Found:
             return Found(layout, checkpoint.bundle_from_tensors(path, tensors, metadata))
         except checkpoint.CheckpointError as exc:
             raise BadInput(str(exc)) from None
-    found = _peer(layout).discover(tensors)
-    return Found(layout, found.bundle, {k: tensors[k] for k in found.unrecognized})
+    try:
+        found = _peer(layout).discover(tensors, preset=preset, channels=channels)
+    except ValueError as exc:
+        raise BadInput(f"{path}: {exc}") from None
+    return Found(layout, found.bundle, {k: tensors[k] for k in found.unrecognized}, dict(found.unresolved),
+                 dict(found.extras))
 
 
 def convert(src, dst, to: str, *, layout: str | None = None, keep_rest: bool = False, force: bool = False,
-            progress=None):
+            progress=None, preset=None, channels=None):
     """Convert every recognized module of ``src`` to layout ``to`` and write ``dst`` (safetensors).
 
     Returns ``(summary, found, passed_through)``. With ``keep_rest``, keys that are not attention
@@ -75,7 +85,7 @@ def convert(src, dst, to: str, *, layout: str | None = None, keep_rest: bool = F
     """
     if to not in LAYOUTS:
         raise BadInput(f"unknown layout {to!r}; choose one of {', '.join(LAYOUTS)}")
-    found = discover(src, layout)
+    found = discover(src, layout, preset=preset, channels=channels)
     if not found.bundle:
         raise BadInput(f"{src}: no attention module recognized in the {found.layout} layout")
     passed = {}
@@ -93,7 +103,8 @@ def convert(src, dst, to: str, *, layout: str | None = None, keep_rest: bool = F
         tensors = {}
         for prefix, entry in found.bundle.items():  # one module at a time, for the progress bar
             try:
-                tensors.update(_peer(to).export({prefix: entry}))
+                extras = found.extras if to == found.layout else None  # e.g. num_batches_tracked
+                tensors.update(_peer(to).export({prefix: entry}, extras=extras))
             except ValueError as exc:
                 raise BadInput(f"module {prefix!r} cannot be written in the {to} layout: {exc}") from None
             if progress:

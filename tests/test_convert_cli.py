@@ -135,3 +135,74 @@ def test_verification_failure_exits_1(canonical, tmp_path, monkeypatch, capsys):
     out = tmp_path / "x.safetensors"
     assert cli.main(["convert", str(canonical), str(out), "--to", "flax"]) == 1
     assert "verification failed" in capsys.readouterr().err and not out.exists()
+
+
+# --- real peer checkpoints made on the fly -------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seresnet18(tmp_path_factory):
+    timm = pytest.importorskip("timm")
+    import torch
+
+    torch.manual_seed(0)
+    model = timm.create_model("seresnet18", pretrained=False, zero_init_last=False).eval()
+    path = tmp_path_factory.mktemp("timm") / "seresnet18.pth"
+    torch.save(model.state_dict(), path)
+    return model, path
+
+
+def test_inspect_a_real_timm_checkpoint(seresnet18, capsys):
+    model, path = seresnet18
+    from timm.layers import SEModule
+
+    expected = [name for name, m in model.named_modules() if isinstance(m, SEModule)]
+    assert cli.main(["inspect", str(path), "--from", "timm", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [m["prefix"] for m in report["modules"]] == expected and len(expected) == 8
+    consumed = {k for p in expected for k in model.state_dict() if k.startswith(p + ".")}
+    assert set(report["unrecognized"]) == set(model.state_dict()) - consumed  # nothing dropped silently
+
+
+def test_convert_a_real_timm_checkpoint_to_keras_reproduces_each_module(seresnet18, tmp_path):
+    import torch
+
+    from helpers import get_bridge
+
+    model, path = seresnet18
+    out = tmp_path / "keras.safetensors"
+    assert cli.main(["convert", str(path), str(out), "--from", "timm", "--to", "keras"]) == 0
+    tf_impl = get_bridge("tf")
+    for prefix, (spec, params) in attnport.load(out).items():
+        peer = model.get_submodule(prefix)
+        x = np.random.default_rng(0).standard_normal((2, 5, 5, spec.channels)).astype(np.float32)
+        with torch.no_grad():
+            expected = peer(torch.from_numpy(x.transpose(0, 3, 1, 2).copy())).numpy().transpose(0, 2, 3, 1)
+        layer = tf_impl.load_params(tf_impl.build(spec), params)
+        reference.assert_within(tf_impl.apply(layer, x), expected, reference.pair_tolerance("float32"),
+                                what=prefix)
+
+
+def test_keep_rest_round_trips_a_whole_timm_checkpoint(seresnet18, tmp_path):
+    import timm
+    import torch
+    from safetensors.torch import load_file
+
+    model, path = seresnet18
+    out = tmp_path / "same.safetensors"
+    assert cli.main(["convert", str(path), str(out), "--from", "timm", "--to", "timm", "--keep-rest"]) == 0
+    state = load_file(out)
+    original = model.state_dict()
+    assert set(state) == set(original)
+    assert all(torch.equal(state[k], original[k]) for k in original)  # bit for bit, num_batches_tracked too
+    fresh = timm.create_model("seresnet18", pretrained=False).eval()
+    fresh.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(fresh(x), model(x))
+
+
+def test_keep_rest_refuses_a_framework_change(seresnet18, tmp_path):
+    _, path = seresnet18
+    code, _, stderr = run("convert", path, tmp_path / "x.safetensors", "--from", "timm", "--to", "keras-applications",
+                          "--keep-rest")
+    assert code == 2 and "--keep-rest" in stderr

@@ -1,0 +1,28 @@
+"""Peer layouts: each peer's attention-module keys as one declarative table, read in both directions.
+
+``LAYOUTS[name].discover(state)`` turns a peer's flat ``{key: array}`` (a torch ``state_dict``, a
+Keras model's ``{variable.path: array}``) into a `Discovery` whose ``bundle`` is
+``{prefix: (spec, canonical params)}``; ``LAYOUTS[name].export(bundle)`` writes a bundle back in the
+peer's keys and layouts, the exact inverse (``export(discovery)`` reproduces every consumed key bit
+for bit). The widths and kernel sizes come from the weight shapes; activation, gate, pooling order,
+epsilon and padding are facts of the peer class, taken from the matching reference preset.
+
+========================  ==========================================================================
+``timm``                  `reference.peers.timm`: CbamModule, SEModule, SqueezeExcite, EcaModule/CecaModule
+``torchvision``           `reference.peers.torchvision`: ops.SqueezeExcitation
+``official-eca``          `reference.peers.official_eca`: BangguWu/ECANet eca_layer
+``official-cbam``         `reference.peers.official_cbam`: Jongchan/attention-module CBAM
+``keras-applications``    `reference.peers.keras_applications`: EfficientNet and MobileNetV3 SE blocks
+========================  ==========================================================================
+
+This package needs NumPy only; the Keras helpers import Keras when called.
+"""
+from . import keras_applications, official_cbam, official_eca, timm, torchvision
+from .base import FACT_FIELDS, PRESETS, TRANSFORMS, Discovery, Extra, Leaf, ModuleTable, PeerLayout
+from .keras_applications import assign_keras_weights, weights_from_keras_model
+
+LAYOUTS: dict[str, PeerLayout] = {layout.name: layout for layout in (
+    timm.LAYOUT, torchvision.LAYOUT, official_eca.LAYOUT, official_cbam.LAYOUT, keras_applications.LAYOUT)}
+
+__all__ = ["LAYOUTS", "PeerLayout", "Discovery", "ModuleTable", "Leaf", "Extra", "TRANSFORMS", "PRESETS",
+           "FACT_FIELDS", "weights_from_keras_model", "assign_keras_weights"]
