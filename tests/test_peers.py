@@ -301,11 +301,11 @@ def keras_app():
 
     def get(name):
         if name not in cache:
-            get_bridge("tf")
+            tf_impl = get_bridge("tf")
             import keras  # noqa: PLC0415
 
             model = getattr(keras.applications, name)(weights=None)
-            weights = peers.weights_from_keras_model(model)
+            weights = tf_impl.weights_from_keras_model(model)
             first, last = KERAS_APPS[name]
             rng = np.random.default_rng(0)
             found = peers.LAYOUTS["keras-applications"].discover(weights)
@@ -325,6 +325,7 @@ def keras_app():
 @pytest.mark.parametrize("name", sorted(KERAS_APPS))
 def test_keras_application_discovery(name, keras_app):
     app = keras_app(name)
+    tf_impl = get_bridge("tf")
     found, weights, model = app["found"], app["weights"], app["model"]
     marker = "se_reduce" if name.startswith("Efficient") else "squeeze_excite_conv"
     blocks = [layer.name[: -len(marker) - 1] for layer in model.layers if layer.name.endswith(f"_{marker}")]
@@ -341,13 +342,13 @@ def test_keras_application_discovery(name, keras_app):
     # assign back: changed numbers land in the model's own variables, then the originals return
     changed = {p: (spec, {k: -v for k, v in params.items()}) for p, (spec, params) in found.bundle.items()}
     try:
-        peers.assign_keras_weights(model, layout.export(changed))
-        again = layout.discover(peers.weights_from_keras_model(model))
+        tf_impl.assign_keras_weights(model, layout.export(changed))
+        again = layout.discover(tf_impl.weights_from_keras_model(model))
         for p, (_, params) in changed.items():
             same_bits(again.bundle[p][1], params, f"{name} {p} assigned")
     finally:
-        peers.assign_keras_weights(model, {k: weights[k] for k in consumed})
-    same_bits(peers.weights_from_keras_model(model), weights, f"{name} restored")
+        tf_impl.assign_keras_weights(model, {k: weights[k] for k in consumed})
+    same_bits(tf_impl.weights_from_keras_model(model), weights, f"{name} restored")
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)

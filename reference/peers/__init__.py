@@ -15,14 +15,14 @@ epsilon and padding are facts of the peer class, taken from the matching referen
 ``keras-applications``    `reference.peers.keras_applications`: EfficientNet and MobileNetV3 SE blocks
 ========================  ==========================================================================
 
-This package needs NumPy only; the Keras helpers import Keras when called.
+This package needs NumPy only. The object-level helpers that read live peer modules live in the
+backends: `torch_impl.from_timm`/`from_torchvision`, `tf_impl.from_keras_application` (and back).
 """
 from . import keras_applications, official_cbam, official_eca, timm, torchvision
 from .base import FACT_FIELDS, PRESETS, TRANSFORMS, Discovery, Extra, Leaf, ModuleTable, PeerLayout
-from .keras_applications import assign_keras_weights, weights_from_keras_model
 
 LAYOUTS: dict[str, PeerLayout] = {layout.name: layout for layout in (
     timm.LAYOUT, torchvision.LAYOUT, official_eca.LAYOUT, official_cbam.LAYOUT, keras_applications.LAYOUT)}
 
 __all__ = ["LAYOUTS", "PeerLayout", "Discovery", "ModuleTable", "Leaf", "Extra", "TRANSFORMS", "PRESETS",
-           "FACT_FIELDS", "weights_from_keras_model", "assign_keras_weights"]
+           "FACT_FIELDS"]

@@ -3,8 +3,8 @@
 Key convention: a flat ``{variable path: array}`` keyed like Keras 3's ``variable.path``, which is
 ``"<layer name>/<variable name>"`` (``"block2a_se_reduce/kernel"``), with the enclosing model's name
 in front when the model is nested in another (``"efficientnetb0/block2a_se_reduce/kernel"``; the
-module prefix then carries it). `weights_from_keras_model` builds that dict from a live model and
-`assign_keras_weights` writes one back. A Keras 3 ``.weights.h5`` file does *not* use these names:
+module prefix then carries it). `tf_impl.weights_from_keras_model` builds that dict from a live model
+and `tf_impl.assign_keras_weights` writes one back. A Keras 3 ``.weights.h5`` file does *not* use these names:
 it stores ``layers/<auto name>/vars/<index>`` (``layers/conv2d_5/vars/0``), where the auto name
 comes from the layer's class, not from ``layer.name``, so an SE block cannot be found in one by its
 keys -- load the file into the model (``model.load_weights``) and read the model instead.
@@ -40,36 +40,3 @@ MOBILENETV3_SE = _se("MobileNetV3 SE", "keras/src/applications/mobilenet_v3.py _
                      "squeeze_excite_conv", "squeeze_excite_conv_1", "mobilenetv3", "squeeze_excite_")
 
 LAYOUT = PeerLayout("keras-applications", (EFFICIENTNET_SE, MOBILENETV3_SE), doc=__doc__)
-
-
-def weights_from_keras_model(model) -> dict[str, np.ndarray]:
-    """``{variable.path: NumPy copy}`` of every weight of a Keras 3 model (the key convention above)."""
-    import keras  # noqa: PLC0415
-
-    out = {}
-    for v in model.weights:
-        if v.path in out:
-            raise ValueError(f"two variables of {model.name!r} share the path {v.path!r}")
-        out[v.path] = np.array(keras.ops.convert_to_numpy(v), copy=True)
-    return out
-
-
-def assign_keras_weights(model, weights) -> object:
-    """Write ``{variable.path: array}`` (any subset of the model's weights) into ``model``; returns it.
-
-    Refuses, before changing anything, paths the model does not have, shape mismatches and dtype
-    casts that would lose information.
-    """
-    by_path = {v.path: v for v in model.weights}
-    unknown = sorted(set(weights) - set(by_path))
-    if unknown:
-        raise KeyError(f"{model.name!r} has no variables {unknown}")
-    for path, value in weights.items():
-        v, value = by_path[path], np.asarray(value)
-        if tuple(value.shape) != tuple(v.shape):
-            raise ValueError(f"{path}: shape {tuple(value.shape)} does not fit the variable's {tuple(v.shape)}")
-        if not np.can_cast(value.dtype, np.dtype(v.dtype), "safe"):
-            raise ValueError(f"{path}: {value.dtype} does not fit losslessly into the variable's {v.dtype}")
-    for path, value in weights.items():
-        by_path[path].assign(np.asarray(value).astype(by_path[path].dtype))
-    return model
