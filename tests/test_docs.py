@@ -63,3 +63,10 @@ def test_readme_python_examples_run():
             exec(compile(block, f"README.md python block {i}", "exec"), namespace)
         except Exception as exc:  # noqa: BLE001 - report which block broke
             raise AssertionError(f"README python block {i} fails: {exc!r}\n{block}") from exc
+
+
+def test_readme_peer_key_tables_are_current():
+    from reference import peers
+
+    for layout in peers.LAYOUTS.values():
+        assert layout.key_table() in README
