@@ -70,6 +70,17 @@ class AttentionLayer(keras.layers.Layer):
         """Global max pool over H, W (exact in any dtype), in the attention dtype: [N, C]."""
         return ops.cast(ops.max(x, axis=self._spatial_axes()), self._acc(x))
 
+    def _build_mlp(self, spec, use_bias: bool) -> None:
+        """``fc1`` Dense(R) and ``fc2`` Dense(C), built: kernels [C, R] and [R, C]."""
+        def dense(units, name, fan_in):
+            layer = keras.layers.Dense(units, use_bias=use_bias, kernel_initializer=self.kernel_initializer,
+                                       bias_initializer=self.bias_initializer, dtype=self.dtype_policy, name=name)
+            layer.build((None, fan_in))
+            return layer
+
+        self.fc1 = dense(spec.reduced_channels, "fc1", spec.channels)
+        self.fc2 = dense(spec.channels, "fc2", spec.reduced_channels)
+
     @staticmethod
     def _dense(layer, v):
         """``layer(v)`` computed in ``v``'s dtype: the variables are upcast, not ``v`` downcast

@@ -36,14 +36,7 @@ class CBAMBlock(AttentionLayer):
         self.bn_eps, self.gate, self.bn_momentum = bn_eps, probe.gate, bn_momentum
 
     def _build_sublayers(self, spec):
-        def dense(units, name, fan_in):
-            layer = keras.layers.Dense(units, use_bias=spec.mlp_bias, kernel_initializer=self.kernel_initializer,
-                                       bias_initializer=self.bias_initializer, dtype=self.dtype_policy, name=name)
-            layer.build((None, fan_in))
-            return layer
-
-        self.fc1 = dense(spec.reduced_channels, "fc1", spec.channels)
-        self.fc2 = dense(spec.channels, "fc2", spec.reduced_channels)
+        self._build_mlp(spec, spec.mlp_bias)
         # The spatial branch always runs channels-last on the small [N, H, W, 2] statistics map:
         # TensorFlow has no NCHW Conv2D on CPU for every dtype, and this needs no transposes.
         # 'same' pads (k-1)//2 on each side for the odd kernels the spec allows.

@@ -30,14 +30,7 @@ class SEBlock(AttentionLayer):
         self.activation, self.gate, self.bias = probe.activation, probe.gate, bias
 
     def _build_sublayers(self, spec):
-        def dense(units, name, fan_in):
-            layer = keras.layers.Dense(units, use_bias=spec.bias, kernel_initializer=self.kernel_initializer,
-                                       bias_initializer=self.bias_initializer, dtype=self.dtype_policy, name=name)
-            layer.build((None, fan_in))
-            return layer
-
-        self.fc1 = dense(spec.reduced_channels, "fc1", spec.channels)
-        self.fc2 = dense(spec.channels, "fc2", spec.reduced_channels)
+        self._build_mlp(spec, spec.bias)
 
     def call(self, x):
         self._check(x)
