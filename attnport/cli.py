@@ -62,7 +62,8 @@ def _inspect(args) -> int:
 
     from .convert import discover
 
-    found = discover(args.file, args.layout, preset=_presets(args.preset), channels=_channels(args.channels))
+    found = discover(args.file, args.layout, preset=_presets(args.preset), channels=_channels(args.channels),
+                     keras_model=args.keras_model)
     console = Console() if sys.stdout.isatty() else Console(width=160)
     if args.json:
         print(json.dumps({"layout": found.layout,
@@ -95,7 +96,7 @@ def _convert(args) -> int:
 
     from .convert import convert, discover
 
-    options = dict(preset=_presets(args.preset), channels=_channels(args.channels))
+    options = dict(preset=_presets(args.preset), channels=_channels(args.channels), keras_model=args.keras_model)
     total = len(discover(args.src, args.layout_from, **options).bundle)
     with Progress(transient=True, disable=total <= 4) as progress:
         task = progress.add_task("converting", total=total)
@@ -142,6 +143,8 @@ def _add_discovery_options(parser) -> None:
                              "efficientnet or mobilenetv3): NAME, or PREFIX=NAME (repeatable)")
     parser.add_argument("--channels", action="append",
                         help="C for ECA modules (their weight does not hold it): C, or PREFIX=C (repeatable)")
+    parser.add_argument("--keras-model", metavar="ARCHITECTURE",
+                        help="the keras.applications architecture a .weights.h5 belongs to (e.g. EfficientNetB0)")
 
 
 def main(argv=None) -> int:

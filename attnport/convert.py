@@ -46,13 +46,13 @@ def _peer(layout: str):
     return peers.LAYOUTS[layout]
 
 
-def discover(path, layout: str | None = None, *, preset=None, channels=None) -> Found:
+def discover(path, layout: str | None = None, *, preset=None, channels=None, keras_model=None) -> Found:
     """Read ``path`` and find its attention modules. ``layout=None`` takes it from the file's metadata.
 
     ``preset`` and ``channels`` go to the peer layout's ``discover`` (`reference.peers`): the facts
     of peer classes whose keys do not fix them, and C for ECA modules.
     """
-    tensors, metadata = read_weights(path)
+    tensors, metadata = read_weights(path, keras_model)
     declared = metadata.get("layout") or ("canonical" if metadata.get("format") == checkpoint.FORMAT else None)
     layout = layout or declared
     if layout is None:
@@ -76,7 +76,7 @@ def discover(path, layout: str | None = None, *, preset=None, channels=None) -> 
 
 
 def convert(src, dst, to: str, *, layout: str | None = None, keep_rest: bool = False, force: bool = False,
-            progress=None, preset=None, channels=None):
+            progress=None, preset=None, channels=None, keras_model=None):
     """Convert every recognized module of ``src`` to layout ``to`` and write ``dst`` (safetensors).
 
     Returns ``(summary, found, passed_through)``. With ``keep_rest``, keys that are not attention
@@ -85,7 +85,7 @@ def convert(src, dst, to: str, *, layout: str | None = None, keep_rest: bool = F
     """
     if to not in LAYOUTS:
         raise BadInput(f"unknown layout {to!r}; choose one of {', '.join(LAYOUTS)}")
-    found = discover(src, layout, preset=preset, channels=channels)
+    found = discover(src, layout, preset=preset, channels=channels, keras_model=keras_model)
     if not found.bundle:
         raise BadInput(f"{src}: no attention module recognized in the {found.layout} layout")
     passed = {}

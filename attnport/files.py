@@ -17,12 +17,21 @@ class BadInput(ValueError):
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
-def read_weights(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """``(tensors, metadata)`` from a ``.safetensors``, ``.pt``/``.pth``/``.bin`` or ``.h5`` file."""
+def read_weights(path, keras_model: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """``(tensors, metadata)`` from a ``.safetensors``, ``.pt``/``.pth``/``.bin`` or ``.h5`` file.
+
+    ``keras_model``: the ``keras.applications`` architecture (e.g. ``"EfficientNetB0"``) a Keras 3
+    ``.weights.h5`` belongs to. Such a file names variables ``layers/<auto name>/vars/<i>``, not by
+    layer name, so the weights are loaded into that architecture and read back by variable path.
+    """
     path = pathlib.Path(path)
     if not path.is_file():
         raise BadInput(f"{path}: no such file")
     name = path.name.lower()
+    if keras_model is not None:
+        if not name.endswith(".weights.h5"):
+            raise BadInput(f"{path}: --keras-model reads Keras .weights.h5 files")
+        return _read_keras_application(path, keras_model), {"layout": "keras-applications"}
     if name.endswith(".safetensors"):
         from .checkpoint import CheckpointError, read_tensors
 
@@ -74,3 +83,21 @@ def _read_h5(path: pathlib.Path) -> dict[str, np.ndarray]:
     except OSError as exc:
         raise BadInput(f"{path}: not a readable HDF5 file ({exc})") from None
     return out
+
+
+def _read_keras_application(path: pathlib.Path, architecture: str) -> dict[str, np.ndarray]:
+    try:
+        import keras
+        from tf_impl import weights_from_keras_model
+    except ImportError:
+        raise BadInput(f"{path}: --keras-model needs Keras (pip install 'attnport[tf]')") from None
+    builder = getattr(keras.applications, architecture, None)
+    if builder is None or not callable(builder):
+        raise BadInput(f"--keras-model {architecture!r} is not a keras.applications architecture")
+    model = builder(weights=None)
+    try:
+        model.load_weights(path)  # HDF5 weights only: no code runs
+    except Exception as exc:  # noqa: BLE001 - any mismatch is the user's input, reported by file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BadInput(f"{path}: does not load into keras.applications.{architecture} ({first})") from None
+    return weights_from_keras_model(model)

@@ -206,3 +206,27 @@ def test_keep_rest_refuses_a_framework_change(seresnet18, tmp_path):
     code, _, stderr = run("convert", path, tmp_path / "x.safetensors", "--from", "timm", "--to", "keras-applications",
                           "--keep-rest")
     assert code == 2 and "--keep-rest" in stderr
+
+
+def test_inspect_and_convert_a_keras_application_weights_file(tmp_path, capsys):
+    from helpers import get_bridge
+
+    tf_impl = get_bridge("tf")
+    import keras
+
+    model = keras.applications.MobileNetV3Small(weights=None)
+    path = tmp_path / "mnv3.weights.h5"
+    model.save_weights(path)
+    code, _, stderr = run("inspect", path)  # without the architecture the names cannot be resolved
+    assert code == 2 and "pass --from" in stderr
+    assert cli.main(["inspect", str(path), "--keras-model", "MobileNetV3Small", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    expected = list(tf_impl.from_keras_application(model))
+    assert [m["prefix"] for m in report["modules"]] == expected and len(expected) == 9
+    out = tmp_path / "se.safetensors"
+    assert cli.main(["convert", str(path), str(out), "--keras-model", "MobileNetV3Small", "--to", "canonical"]) == 0
+    blocks = tf_impl.from_keras_application(model)
+    for prefix, (spec, params) in attnport.load(out).items():
+        assert spec == blocks[prefix].spec
+        exported = tf_impl.export_params(blocks[prefix])
+        assert all(np.array_equal(params[k], exported[k]) for k in params)
