@@ -25,7 +25,7 @@ def load(name: str) -> ModuleType:
                           f"pip install 'attnport[{name}]'")
     if name == "tf":
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     return importlib.import_module(package)
 
 
