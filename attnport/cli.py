@@ -20,11 +20,14 @@ def _check(args) -> int:
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     names = args.backend or list(backends.BACKENDS)
-    with Progress(console=console, transient=True) as progress:
+    # --markdown: stdout carries the table only (pipe it into a file); the progress bar goes to stderr.
+    with Progress(console=Console(stderr=True) if args.markdown else console, transient=True) as progress:
         task = progress.add_task("checking", total=len(cases.SPECS) * len(args.dtype))
         rows = run_check(names, dtypes=args.dtype, progress=lambda: progress.advance(task))
     if args.json:
         print(json.dumps([{k: v for k, v in asdict(r).items() if k != "failures"} for r in rows], indent=1))
+    elif args.markdown:
+        print(_check_markdown(rows, args.dtype))
     else:
         table = Table(title="attnport check: each backend against the float64 oracle")
         for col in ("module", "backend", "dtype", "max abs err", "max rel err", "round-trip exact",
@@ -45,6 +48,78 @@ def _check(args) -> int:
     checked = [r for r in rows if r.note != "not installed"]
     print(f"{len(checked) - len(failed)} passed, {len(failed)} failed", file=sys.stderr)
     return 1 if failed or not checked else 0
+
+
+def _check_markdown(rows, dtypes) -> str:
+    """The `check` rows as a GitHub-flavoured Markdown table, plus the tolerance line."""
+    import reference
+
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")
+
+    yes_no = {True: "yes", False: "no", None: "-"}
+    lines = ["| module | backend | dtype | max abs err | max rel err | round-trip exact | transfer in | result |",
+             "|---|---|---|---:|---:|---|---|---|"]
+    for r in rows:
+        if r.note == "not installed":
+            values = (r.module, r.backend, r.dtype, "-", "-", "-", "-", "not installed")
+        else:
+            values = (r.module, r.backend, r.dtype, f"{r.max_abs:.2e}", f"{r.max_rel:.2e}",
+                      yes_no[r.roundtrip_exact], yes_no[r.transfer_ok],
+                      "pass" if r.passed else f"**FAIL** ({r.note})")
+        lines.append("| " + " | ".join(cell(v) for v in values) + " |")
+    tols = ", ".join(f"{d}: rtol=atol={reference.tolerance(d).rtol:.3g}" for d in dtypes)
+    lines += ["", f"Tolerance (`|y - ref| <= atol + rtol*|ref|`): {tols}; between backends twice that."]
+    return "\n".join(lines)
+
+
+def _diff(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .diff import diff
+
+    result = diff(args.a, args.b, layout_a=args.from_a, layout_b=args.from_b, atol=args.atol, rtol=args.rtol,
+                  preset=_presets(args.preset), channels=_channels(args.channels))
+    verdict = ("bit-exact" if result.bit_exact else
+               f"equal within atol={result.atol:g}, rtol={result.rtol:g}" if result.equal else "different")
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+    else:
+        console = Console() if sys.stdout.isatty() else Console(width=200)
+        table = Table(title=f"attnport diff: A = {result.a} ({result.layout_a}), B = {result.b} ({result.layout_b})")
+        for col in ("module", "tensor", "status", "shape A", "shape B", "dtype A", "dtype B", "max abs diff",
+                    "max rel diff", "bit-exact"):
+            table.add_column(col, overflow="fold")
+        style = {"ok": "[green]ok[/]", "differs": "[red]differs[/]", "shape mismatch": "[red]shape mismatch[/]",
+                 "missing": "[red]missing in B[/]", "unexpected": "[red]unexpected in B[/]"}
+
+        def num(x):
+            return "-" if x is None else f"{x:.2e}"
+
+        for m in result.modules:
+            where = m.prefix or "(single module)"
+            if not m.spec_match:
+                table.add_row(where, "(spec)", "[red]spec mismatch[/]", m.spec_a, m.spec_b, "", "", "", "", "no")
+            for t in m.tensors:
+                dtype_b = f"[red]{t.dtype_b}[/]" if t.dtype_differs else (t.dtype_b or "-")
+                table.add_row(where, t.name, style[t.status], str(tuple(t.shape_a)) if t.shape_a else "-",
+                              str(tuple(t.shape_b)) if t.shape_b else "-", t.dtype_a or "-", dtype_b,
+                              num(t.max_abs), num(t.max_rel), "yes" if t.bit_exact else "no")
+        console.print(table)
+        for side, file, keys, unresolved in (("A", result.a, result.unrecognized_a, result.unresolved_a),
+                                             ("B", result.b, result.unrecognized_b, result.unresolved_b)):
+            for prefix, why in unresolved.items():
+                console.print(f"[yellow]not compared[/] {side} {prefix or '(single module)'}: {why}")
+            if keys:
+                console.print(f"{side}: {len(keys)} keys are not attention weights and were not compared "
+                              f"(see `attnport inspect {file}`)")
+        for line in result.problems():
+            print(line)
+        print(f"{verdict}: {len(result.modules)} modules, {len(result.tensors())} tensors")
+    if args.json:
+        print(verdict, file=sys.stderr)
+    return 0 if result.equal else 1
 
 
 def _user_errors():
@@ -155,7 +230,9 @@ def main(argv=None) -> int:
                        help="limit to this backend (repeatable); default: all")
     check.add_argument("--dtype", action="append", choices=cases.DTYPES, default=None,
                        help="limit to this dtype (repeatable); default: all four")
-    check.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
+    out = check.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
+    out.add_argument("--markdown", action="store_true", help="print rows as a Markdown table")
     from .convert import LAYOUTS
 
     inspect = sub.add_parser("inspect", help="list the attention modules a weight file holds")
@@ -171,6 +248,18 @@ def main(argv=None) -> int:
     conv.add_argument("--keep-rest", action="store_true", help="copy non-attention keys between same-framework layouts")
     conv.add_argument("--force", action="store_true", help="overwrite DST")
     _add_discovery_options(conv)
+    dif = sub.add_parser("diff", help="compare the attention modules of two checkpoints, in any layouts",
+                         description="Exit 0 when every module and tensor matches within the tolerance, 1 "
+                                     "otherwise, 2 for bad input.")
+    dif.add_argument("a", help="the reference file")
+    dif.add_argument("b", help="the file compared with it")
+    dif.add_argument("--from-a", choices=LAYOUTS, help="A's layout (default: from the file)")
+    dif.add_argument("--from-b", choices=LAYOUTS, help="B's layout (default: from the file)")
+    dif.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
+    dif.add_argument("--rtol", type=float, default=0.0, help="tolerance relative to |A| (default 0: exact)")
+    dif.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    dif.add_argument("--preset", action="append", help="as for inspect; applies to both files (repeatable)")
+    dif.add_argument("--channels", action="append", help="as for inspect; applies to both files (repeatable)")
     args = parser.parse_args(argv)
     from .checkpoint import VerificationError
 
@@ -180,6 +269,8 @@ def main(argv=None) -> int:
             return _check(args)
         if args.command == "inspect":
             return _inspect(args)
+        if args.command == "diff":
+            return _diff(args)
         return _convert(args)
     except VerificationError as exc:
         print(f"attnport: verification failed: {exc}", file=sys.stderr)
