@@ -222,6 +222,60 @@ def _add_discovery_options(parser) -> None:
                         help="the keras.applications architecture a .weights.h5 belongs to (e.g. EfficientNetB0)")
 
 
+def _load_factory(target: str):
+    """``path/to/file.py:factory`` -> the object ``factory()`` returns. Runs the user's own file."""
+    import importlib.util
+    import pathlib
+
+    from .files import BadInput
+
+    path, _, name = target.rpartition(":")
+    if not path or not name:
+        raise BadInput(f"{target!r}: expected PATH.py:FACTORY")
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise BadInput(f"{file}: no such file")
+    module_spec = importlib.util.spec_from_file_location(f"attnport_user_{file.stem}", file)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    factory = getattr(module, name, None)
+    if not callable(factory):
+        raise BadInput(f"{file} has no callable {name!r}")
+    return factory()
+
+
+def _verify(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .files import BadInput
+    from .specparse import parse_spec
+    from .verify import verify
+
+    try:
+        spec = parse_spec(args.spec)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(str(exc)) from None
+    report = verify(_load_factory(args.target), spec, data_format=args.data_format)
+    if args.json:
+        print(report.to_json())
+    else:
+        console = Console() if sys.stdout.isatty() else Console(width=160)
+        table = Table(title=f"attnport verify {args.target} against {spec!r}")
+        for col in ("input", "format", "max abs err", "max rel err", "result"):
+            table.add_column(col)
+
+        def num(v):
+            return "-" if v is None else f"{v:.2e}"
+
+        for case in report.cases:
+            result = "[green]pass[/]" if case.passed else f"[red]FAIL[/]{' ' + case.error if case.error else ''}"
+            table.add_row(case.name, case.data_format, num(case.max_abs), num(case.max_rel), result)
+        console.print(table)
+        console.print(report.to_markdown().split("\n## ", 1)[-1] if not report.passed else "verdict: pass")
+    return 0 if report.passed else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="attnport", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -260,6 +314,11 @@ def main(argv=None) -> int:
     dif.add_argument("--json", action="store_true", help="print the comparison as JSON")
     dif.add_argument("--preset", action="append", help="as for inspect; applies to both files (repeatable)")
     dif.add_argument("--channels", action="append", help="as for inspect; applies to both files (repeatable)")
+    ver = sub.add_parser("verify", help="check your own SE/ECA/CBAM port against the oracle and name the bug")
+    ver.add_argument("target", metavar="PATH.py:FACTORY", help="a file and a function in it that returns your module")
+    ver.add_argument("--spec", required=True, help='what it should compute, e.g. "SE(channels=64, ratio=16)"')
+    ver.add_argument("--data-format", choices=("channels_last", "channels_first"), default=None)
+    ver.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     from .checkpoint import VerificationError
 
@@ -271,6 +330,8 @@ def main(argv=None) -> int:
             return _inspect(args)
         if args.command == "diff":
             return _diff(args)
+        if args.command == "verify":
+            return _verify(args)
         return _convert(args)
     except VerificationError as exc:
         print(f"attnport: verification failed: {exc}", file=sys.stderr)

@@ -70,3 +70,12 @@ def test_readme_peer_key_tables_are_current():
 
     for layout in peers.LAYOUTS.values():
         assert layout.key_table() in README
+
+
+def test_readme_lists_every_verify_catalogue_entry():
+    import sys
+
+    import attnport  # noqa: F401 - registers attnport.verify (the module; the name is the function)
+
+    for entry in sys.modules["attnport.verify"].CATALOGUE:
+        assert f"| `{entry.name}` |" in README
