@@ -44,20 +44,22 @@ def check_spec(spec, dtype: str, bridges: dict) -> list[Row]:
     params = spec.init_params(seed=0, dtype=reference.numpy_dtype(dtype))
     oracle = [reference.forward(spec, params, x, fmt) for fmt, x in _inputs(spec, dtype)]
     tol, pair_tol = reference.tolerance(dtype), reference.pair_tolerance(dtype)
-    rows = {}
+    rows, modules = {}, {}
     for name, bridge in bridges.items():
         row = rows[name] = Row(cases.spec_id(spec), name, dtype)
-        module = bridge.load_params(bridge.build(spec, seed=0, dtype=dtype), params)
+        module = modules[name] = bridge.load_params(bridge.build(spec, seed=0, dtype=dtype), params)
         exported = bridge.export_params(module)
         row.roundtrip_exact = all(exported[k].dtype == params[k].dtype and
                                   exported[k].tobytes() == params[k].tobytes() for k in params)
-        errs = [reference.errors(y, r) for y, r in zip(_outputs(bridge, module, spec, dtype), oracle)]
+        outputs = _outputs(bridge, module, spec, dtype)
+        errs = [reference.errors(y, r) for y, r in zip(outputs, oracle)]
         row.max_abs, row.max_rel = max(e[0] for e in errs), max(e[1] for e in errs)
-        if not all(reference.within(y, r, tol) for y, r in zip(_outputs(bridge, module, spec, dtype), oracle)):
+        if not all(reference.within(y, r, tol) for y, r in zip(outputs, oracle)):
             row.failures.append("oracle")
         if not row.roundtrip_exact:
             row.failures.append("round-trip")
-    # backend -> backend: natively initialized source, exported, loaded into the target.
+    # backend -> backend: natively initialized source, exported, loaded into the target (the
+    # target module above is reused: load_params replaces every weight it holds).
     for src, src_bridge in bridges.items():
         src_module = src_bridge.build(spec, seed=1, dtype=dtype)
         weights = src_bridge.export_params(src_module)
@@ -65,7 +67,7 @@ def check_spec(spec, dtype: str, bridges: dict) -> list[Row]:
         for dst, dst_bridge in bridges.items():
             if dst == src:
                 continue
-            dst_module = dst_bridge.load_params(dst_bridge.build(spec, dtype=dtype), weights)
+            dst_module = dst_bridge.load_params(modules[dst], weights)
             ok = all(reference.within(y, e, pair_tol)
                      for y, e in zip(_outputs(dst_bridge, dst_module, spec, dtype), expected))
             row = rows[dst]

@@ -78,3 +78,17 @@ def test_python_m_attnport_check_json():
     rows = json.loads(done.stdout)
     assert len(rows) > 20 and all(r["passed"] and r["backend"] == "torch" for r in rows)
     assert max(r["max_abs"] for r in rows) < reference.tolerance("float64").atol
+
+
+@pytest.mark.parametrize("argv,expected", [([], ["float32"]), (["--dtype", "all"], list(cases_dtypes := (
+    "float32", "float64", "float16", "bfloat16"))), (["--dtype", "float16"], ["float16"])])
+def test_check_default_and_all_dtypes(monkeypatch, argv, expected):
+    seen = {}
+
+    def fake(names, dtypes, progress=None):
+        seen["dtypes"] = list(dtypes)
+        return [check.Row("se", "torch", d, 0.0, 0.0, True, True, True) for d in dtypes]
+
+    monkeypatch.setattr(check, "run_check", fake)
+    assert cli.main(["check", "--json", *argv]) == 0
+    assert seen["dtypes"] == expected
