@@ -1,0 +1,387 @@
+"""The benchmark: cases (module x backend x mode x layout, plus peers), timing, the bandwidth floor, memory.
+
+Method (README "Benchmarks"):
+
+- threads: one count ``n`` for every framework (default: the CPUs this process may run on).
+  torch: ``set_num_threads(n)``, ``set_num_interop_threads(1)``; TensorFlow: ``tf.config.threading``
+  intra-op ``n``, inter-op ``1``, set before TF's first use; JAX/XLA has no thread-count setting
+  besides the process's CPU affinity, so ``n`` below the CPU count pins the whole process to ``n`` CPUs
+  (``os.sched_setaffinity``), and ``n == 1`` also sets ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false``.
+  What was actually applied is reported in ``meta.threads`` (a setting is impossible once its
+  framework has started; the bench then reports the value in force).
+- import order: torch, then ``triton`` when installed, then TensorFlow, then JAX (libtriton loaded
+  after TensorFlow segfaults).
+- timing: the first call (compile, for the compiled modes) is timed apart as ``compile_s``, then
+  ``warmup`` untimed calls, then ``repeats`` timed calls, each blocking until the result exists
+  (torch on CPU is synchronous; TF: ``.numpy()``; JAX: ``block_until_ready()``). Median and IQR.
+- floor: bandwidth = 2 x bytes / median time of a NumPy copy of the largest requested tensor (the
+  copy reads and writes), floor = passes x tensor bytes / bandwidth, passes = 3 for SE and ECA
+  (pool, read, write) and 4 for CBAM (NOTES §11).
+- CPU only: every framework runs on its CPU device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import math
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+SIZES = {"small": (8, 14, 14, 64), "medium": (32, 28, 28, 128), "large": (32, 56, 56, 256)}  # N, H, W, C
+MODULES = ("SE", "SE.timm", "ECA", "ECA.timm", "CBAM", "CBAM.timm")
+MODES = ("eager", "compiled")
+BACKENDS = ("torch", "tf", "jax")
+PASSES = {"se": 3, "eca": 3, "cbam": 4}
+# peer -> (python package it needs, the families it has)
+PEERS = {"timm": ("timm", ("se", "eca", "cbam")), "torchvision": ("torchvision", ("se",)),
+         "keras": ("tensorflow", ("se",))}
+LAYOUTS = {"torch": ("nchw", "channels_last"), "timm": ("nchw", "channels_last"),
+           "torchvision": ("nchw", "channels_last"), "tf": ("nhwc",), "keras": ("nhwc",), "jax": ("nhwc",)}
+FRAMEWORK = {"torch": "torch", "timm": "torch", "torchvision": "torch", "tf": "tensorflow", "keras": "tensorflow",
+             "jax": "jax"}
+
+
+class BenchError(ValueError):
+    """A bad request: unknown size, backend, module or mode, or a backend that is not installed."""
+
+
+def _installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def spec_for(name: str, channels: int):
+    """``"SE"`` -> ``reference.SE(channels)``; ``"SE.timm"`` -> ``reference.SE.timm(channels)``."""
+    import reference
+
+    family, _, preset = name.partition(".")
+    cls = getattr(reference, family)
+    return getattr(cls, preset)(channels) if preset else cls(channels)
+
+
+def floor_bytes(kind: str, shape, itemsize: int = 4) -> int:
+    """Bytes a memory-bound module must move: PASSES[kind] x the tensor's bytes."""
+    return PASSES[kind] * math.prod(shape) * itemsize
+
+
+def stats(times) -> dict:
+    q1, med, q3 = np.percentile(np.asarray(times, dtype=float), [25, 50, 75])
+    return {"median_s": float(med), "iqr_s": float(q3 - q1)}
+
+
+def measure_bandwidth(nbytes: int, repeats: int = 7) -> dict:
+    """Copy bandwidth of a float32 NumPy copy of ``nbytes``, counted as NOTES §11 and the issue's
+    targets count it: the tensor's bytes per copy time (a copy reads and writes them once each, so this
+    is half the read+write traffic). With it, floor = passes x copy time: SE/ECA 3, CBAM 4."""
+    a = np.ones(max(1, nbytes // 4), np.float32)
+    b = np.empty_like(a)
+    np.copyto(b, a)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        np.copyto(b, a)
+        times.append(time.perf_counter() - start)
+    moved = a.nbytes
+    median = statistics.median(times)
+    return {"tensor_bytes": a.nbytes, "bytes_moved": moved, "repeats": repeats, **stats(times),
+            "bytes_per_s": moved / median}
+
+
+def time_calls(fn, warmup: int, repeats: int) -> dict:
+    start = time.perf_counter()
+    fn()
+    first = time.perf_counter() - start
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"compile_s": first, **stats(times)}
+
+
+def configure_threads(threads: int | None, frameworks) -> dict:
+    """Set one thread count everywhere, importing the frameworks in a safe order; report what holds."""
+    n = threads or len(os.sched_getaffinity(0))
+    notes = {"requested": n}
+    if n < len(os.sched_getaffinity(0)):
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:n])
+    notes["cpu_affinity"] = len(os.sched_getaffinity(0))
+    if "jax" in frameworks and "jax" not in sys.modules and n == 1:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    notes["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "torch" in frameworks or "tensorflow" in frameworks:
+        import torch
+
+        if _installed("triton"):
+            import triton  # noqa: F401  (before TensorFlow: see the module docstring)
+        torch.set_num_threads(n)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+        notes["torch"] = {"intra_op": torch.get_num_threads(), "inter_op": torch.get_num_interop_threads()}
+    if "tensorflow" in frameworks:
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            notes["tf_note"] = "TensorFlow had started before the bench: its thread settings were left as found"
+        notes["tf"] = {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                       "inter_op": tf.config.threading.get_inter_op_parallelism_threads()}
+    if "jax" in frameworks:
+        import jax
+
+        notes["jax"] = {"cpu_affinity": notes["cpu_affinity"], "multi_thread_eigen": n != 1}
+        jax.devices("cpu")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------ runners
+# make_runner returns (fn, memory): fn() runs one forward and blocks until its result exists;
+# memory(fn) -> (bytes or None, how it was measured).
+
+def _torch_memory(fn):
+    """Peak extra bytes the CPU allocator held during one call, from torch.profiler's memory events."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    level = peak = 0
+    for e in events:
+        level += e.nbytes()
+        peak = max(peak, level)
+    return peak, ("torch.profiler(profile_memory=True) allocation events: peak of their running sum over one call "
+                  "(the output included)")
+
+
+def _no_memory(why):
+    return lambda fn: (None, why)
+
+
+def _torch_module(target, spec):
+    c = spec.channels
+    if target == "torch":
+        import torch_impl
+        return torch_impl.build(spec, seed=0)
+    if target == "torchvision":
+        from torchvision.ops import SqueezeExcitation
+        return SqueezeExcitation(c, spec.reduced_channels).eval()
+    from timm.layers import EcaModule, SEModule
+    from timm.layers.cbam import CbamModule
+    if spec.kind == "se":
+        return SEModule(c, rd_channels=spec.reduced_channels).eval()
+    if spec.kind == "eca":
+        return EcaModule(c, kernel_size=spec.kernel_size).eval()
+    return CbamModule(c, rd_channels=spec.reduced_channels, spatial_kernel_size=spec.spatial_kernel).eval()
+
+
+def _torch_runner(target, spec, x, mode, layout):
+    import torch
+
+    module = _torch_module(target, spec)
+    xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    if layout == "channels_last":
+        xt = xt.contiguous(memory_format=torch.channels_last)
+        module = module.to(memory_format=torch.channels_last)
+    f = torch.compile(module, fullgraph=True) if mode == "compiled" else module
+
+    def fn():
+        with torch.inference_mode():
+            return f(xt)
+
+    return fn, _torch_memory
+
+
+def _keras_se(spec, shape):
+    import keras
+
+    n, h, w, c = shape
+    inputs = keras.Input((h, w, c))
+    se = keras.layers.GlobalAveragePooling2D()(inputs)
+    se = keras.layers.Reshape((1, 1, c))(se)
+    se = keras.layers.Conv2D(spec.reduced_channels, 1, activation="relu")(se)
+    se = keras.layers.Conv2D(c, 1, activation="sigmoid")(se)
+    return keras.Model(inputs, keras.layers.multiply([inputs, se]))
+
+
+def _tf_runner(target, spec, x, mode, layout):
+    import tensorflow as tf
+
+    if target == "keras":
+        layer = _keras_se(spec, x.shape)
+    else:
+        import tf_impl
+        layer = tf_impl.build(spec, seed=0)
+    xt = tf.constant(x)
+
+    def call(t):
+        return layer(t, training=False)
+
+    f = tf.function(call, jit_compile=True) if mode == "compiled" else call
+    return (lambda: f(xt).numpy()), _no_memory(
+        "not measured: tf.config.experimental.get_memory_info supports GPUs only")
+
+
+def _jax_runner(target, spec, x, mode, layout):
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    import jax_impl
+
+    module = jax_impl.build(spec, seed=0)
+    xj = jnp.asarray(x)
+    if mode == "eager":
+        return (lambda: module(xj).block_until_ready()), _no_memory(
+            "not measured: op-by-op dispatch has no memory analysis")
+    graphdef, state = nnx.split(module)
+    f = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+
+    def memory(_fn):
+        m = f.lower(state, xj).compile().memory_analysis()
+        if m is None:
+            return None, "not available: memory_analysis() returned None"
+        return (int(m.temp_size_in_bytes + m.output_size_in_bytes),
+                "jax.jit(f).lower(x).compile().memory_analysis(): temp + output bytes")
+
+    return (lambda: f(state, xj).block_until_ready()), memory
+
+
+RUNNERS = {"torch": _torch_runner, "timm": _torch_runner, "torchvision": _torch_runner, "tf": _tf_runner,
+           "keras": _tf_runner, "jax": _jax_runner}
+
+
+# ------------------------------------------------------------------------------------------ cases
+
+@dataclasses.dataclass
+class Case:
+    module: str
+    size: str
+    shape: tuple
+    target: str          # a backend or a peer
+    mode: str
+    layout: str
+    is_peer: bool
+
+
+def _check_choice(what, values, allowed):
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise BenchError(f"unknown {what} {', '.join(map(repr, bad))}; choose from {', '.join(allowed)}")
+
+
+def resolve(sizes=None, backends=None, modules=None, modes=None, peers=True):
+    """Validated (sizes, backends, modules, modes, peers); raises BenchError on a bad request."""
+    sizes, modules, modes = list(sizes or ["small"]), list(modules or MODULES), list(modes or MODES)
+    _check_choice("size", sizes, tuple(SIZES))
+    _check_choice("module", modules, MODULES)
+    _check_choice("mode", modes, MODES)
+    if backends:
+        _check_choice("backend", backends, BACKENDS)
+        missing = [b for b in backends if not _installed(FRAMEWORK[b] if b != "jax" else "flax")]
+        if missing:
+            raise BenchError(f"backend {', '.join(missing)} is not installed")
+    else:
+        backends = [b for b in BACKENDS if _installed(FRAMEWORK[b] if b != "jax" else "flax")]
+    if peers is True:
+        peers = [p for p, (package, _) in PEERS.items() if _installed(package)]
+    else:
+        peers = list(peers or [])
+        _check_choice("peer", peers, tuple(PEERS))
+    return list(dict.fromkeys(sizes)), list(dict.fromkeys(backends)), modules, modes, peers
+
+
+def cases(sizes, backends, modules, modes, peers):
+    out = []
+    for size in sizes:
+        for module in modules:
+            kind = module.split(".")[0].lower()
+            targets = [(b, False) for b in backends] + [(p, True) for p in peers if kind in PEERS[p][1]]
+            for target, is_peer in targets:
+                for mode in modes:
+                    for layout in LAYOUTS[target]:
+                        out.append(Case(module, size, SIZES[size], target, mode, layout, is_peer))
+    return out
+
+
+def matching_peer(row: dict, rows) -> dict | None:
+    """The peer row a backend row is compared with: same module, size and mode; keras for tf SE, else timm,
+    in the same layout for torch and NCHW otherwise."""
+    if row["is_peer"]:
+        return None
+    wanted = ["keras", "timm"] if row["backend"] == "tf" else ["timm"]
+    layout = row["layout"] if row["backend"] == "torch" else "nchw"
+    for peer in wanted:
+        for r in rows:
+            if (r["is_peer"] and r["backend"] == peer and r["module"] == row["module"] and r["size"] == row["size"]
+                    and r["mode"] == row["mode"] and r["layout"] in (layout, "nhwc") and r["median_s"]):
+                return r
+    return None
+
+
+def run_bench(sizes=None, backends=None, modules=None, modes=None, peers=True, warmup=3, repeats=10,
+              threads=None, memory=True, progress=None) -> dict:
+    """Run every case; returns ``{"meta": {...}, "rows": [...]}`` (the JSON `attnport bench --json` prints)."""
+    sizes, backends, modules, modes, peers = resolve(sizes, backends, modules, modes, peers)
+    if warmup < 0 or repeats < 1 or (threads is not None and threads < 1):
+        raise BenchError("need warmup >= 0, repeats >= 1 and threads >= 1")
+    todo = cases(sizes, backends, modules, modes, peers)
+    frameworks = {FRAMEWORK[c.target] for c in todo}
+    thread_notes = configure_threads(threads, frameworks)
+    largest = max(math.prod(SIZES[s]) for s in sizes) * 4
+    bandwidth = measure_bandwidth(largest)
+    rng = np.random.default_rng(0)
+    inputs = {s: rng.standard_normal(SIZES[s], dtype=np.float32) for s in sizes}
+    rows = []
+    for case in todo:
+        spec = spec_for(case.module, case.shape[3])
+        nbytes = floor_bytes(spec.kind, case.shape)
+        floor_s = nbytes / bandwidth["bytes_per_s"]
+        row = {"module": case.module, "kind": spec.kind, "spec": repr(spec), "size": case.size,
+               "shape_nhwc": list(case.shape), "backend": case.target, "is_peer": case.is_peer, "mode": case.mode,
+               "layout": case.layout, "floor_bytes": nbytes, "floor_s": floor_s, "warmup": warmup,
+               "repeats": repeats, "median_s": None, "iqr_s": None, "compile_s": None, "ratio_floor": None,
+               "peer": None, "ratio_peer": None, "memory_bytes": None, "memory_note": None, "error": None}
+        try:
+            fn, measure_memory = RUNNERS[case.target](case.target, spec, inputs[case.size], case.mode, case.layout)
+            row.update(time_calls(fn, warmup, repeats))
+            row["ratio_floor"] = row["median_s"] / floor_s
+            if memory:
+                row["memory_bytes"], row["memory_note"] = measure_memory(fn)
+        except Exception as exc:  # noqa: BLE001 - one failing case must not stop the run; it is reported
+            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        rows.append(row)
+        if progress:
+            progress()
+    for row in rows:
+        peer = matching_peer(row, rows)
+        if peer and row["median_s"]:
+            row["peer"] = f"{peer['backend']} ({peer['layout']})"
+            row["ratio_peer"] = row["median_s"] / peer["median_s"]
+    meta = {"sizes": {s: list(SIZES[s]) for s in sizes}, "dtype": "float32", "device": "cpu",
+            "threads": thread_notes, "bandwidth": bandwidth, "warmup": warmup, "repeats": repeats,
+            "passes": PASSES, "versions": _versions(frameworks | {"numpy"} | ({"timm"} if "timm" in peers else set()))}
+    return {"meta": meta, "rows": rows}
+
+
+def _versions(packages) -> dict:
+    out = {}
+    for p in sorted(packages):
+        module = sys.modules.get(p)
+        out[p] = getattr(module, "__version__", None) if module else None
+    return out
+
+
+def count_cases(**request) -> int:
+    return len(cases(*resolve(**request)))

@@ -1,0 +1,81 @@
+"""Printing a `bench.run_bench` result: a rich table, JSON, and a bar chart of the ratio to the floor."""
+from __future__ import annotations
+
+import json
+
+
+def _ms(seconds) -> str:
+    return "-" if seconds is None else f"{seconds * 1e3:.3g}"
+
+
+def _ratio(value) -> str:
+    return "-" if value is None else f"{value:.3g}x"
+
+
+def _mb(nbytes) -> str:
+    return "-" if nbytes is None else f"{nbytes / 2**20:.3g}"
+
+
+def to_json(result: dict) -> str:
+    return json.dumps(result, indent=1)
+
+
+def print_table(result: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console(width=200)
+    meta = result["meta"]
+    bw = meta["bandwidth"]
+    table = Table(title="attnport bench: median time, ratio to the bandwidth floor and to the matching peer "
+                        f"(float32, CPU, {meta['warmup']} warm-up + {meta['repeats']} timed calls)")
+    for col in ("module", "size", "backend", "mode", "layout", "median ms", "IQR ms", "first call s", "x floor",
+                "peer", "x peer", "peak extra MiB"):
+        table.add_column(col, justify="right" if col.endswith(("ms", "s", "floor", "x peer", "MiB")) else "left")
+    for r in result["rows"]:
+        backend = f"[dim]{r['backend']} (peer)[/]" if r["is_peer"] else r["backend"]
+        if r["error"]:
+            table.add_row(r["module"], r["size"], backend, r["mode"], r["layout"], f"[red]{r['error']}[/]",
+                          *["-"] * 6)
+            continue
+        table.add_row(r["module"], r["size"], backend, r["mode"], r["layout"], _ms(r["median_s"]), _ms(r["iqr_s"]),
+                      f"{r['compile_s']:.3g}", _ratio(r["ratio_floor"]), r["peer"] or "-", _ratio(r["ratio_peer"]),
+                      _mb(r["memory_bytes"]))
+    console.print(table)
+    floors = sorted({(r["size"], r["kind"], r["floor_s"]) for r in result["rows"]})
+    console.print(f"bandwidth: {bw['bytes_per_s'] / 1e9:.3g} GB/s (NumPy copy of {bw['tensor_bytes'] / 1e6:.3g} MB, "
+                  f"tensor bytes per copy time, median of {bw['repeats']}); floor = passes x tensor bytes / bandwidth, passes "
+                  f"{meta['passes']}: " + ", ".join(f"{s} {k} {f * 1e3:.3g} ms" for s, k, f in floors))
+    console.print(f"threads: {meta['threads']}")
+    notes = sorted({r["memory_note"] for r in result["rows"] if r["memory_note"]})
+    if notes:
+        console.print("peak extra memory: " + "; ".join(notes))
+
+
+def plot(result: dict, path) -> None:
+    """A bar chart of time / floor (log scale): one panel per size x module, one bar per backend x mode x layout."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(dict.fromkeys((r["size"], r["module"]) for r in result["rows"]))
+    ncols = min(2, len(panels))
+    nrows = -(-len(panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, squeeze=False, figsize=(7 * ncols, 3.8 * nrows))
+    for ax, (size, module) in zip(axes.flat, panels):
+        rows = [r for r in result["rows"] if (r["size"], r["module"]) == (size, module) and r["ratio_floor"]]
+        labels = [f"{r['backend']}{' (peer)' if r['is_peer'] else ''} {r['mode']} {r['layout']}" for r in rows]
+        colors = ["tab:gray" if r["is_peer"] else "tab:blue" if r["mode"] == "eager" else "tab:orange" for r in rows]
+        ax.bar(range(len(rows)), [r["ratio_floor"] for r in rows], color=colors)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("time / floor")
+        ax.set_title(f"{module}, {size} {tuple(result['meta']['sizes'][size])} (N, H, W, C)", fontsize=9)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle("attnport bench: time / bandwidth floor (blue eager, orange compiled, gray peers)")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)

@@ -1,0 +1,111 @@
+"""`attnport bench` machinery: JSON structure, the floor formula, the plot, and bad requests.
+
+Speed is never asserted: only that times exist, are positive and finite, and that the floor and the
+ratios follow from the measured bandwidth. One module (SE) in torch eager plus the timm peer, on a
+tiny tensor, with 1 warm-up and 2 timed calls.
+"""
+import importlib.util
+import json
+import math
+import pathlib
+import sys
+
+import pytest
+
+if importlib.util.find_spec("benchmarks") is None:  # until the package list names `benchmarks`
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from benchmarks import bench, report  # noqa: E402
+
+from attnport.cli import main  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+TINY = (2, 4, 4, 16)  # N, H, W, C
+ROW_FIELDS = {"module", "kind", "spec", "size", "shape_nhwc", "backend", "is_peer", "mode", "layout", "floor_bytes",
+              "floor_s", "warmup", "repeats", "median_s", "iqr_s", "compile_s", "ratio_floor", "peer", "ratio_peer",
+              "memory_bytes", "memory_note", "error"}
+
+
+@pytest.fixture(scope="module")
+def result():
+    pytest.importorskip("torch")
+    pytest.importorskip("timm")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(bench.SIZES, "tiny", TINY)
+        out = bench.run_bench(sizes=["tiny"], backends=["torch"], modules=["SE"], modes=["eager"], peers=["timm"],
+                              warmup=1, repeats=2)
+    return json.loads(report.to_json(out))  # what --json prints, round-tripped
+
+
+def test_json_structure(result):
+    meta, rows = result["meta"], result["rows"]
+    assert {"sizes", "dtype", "device", "threads", "bandwidth", "warmup", "repeats", "passes", "versions"} <= set(meta)
+    assert meta["sizes"] == {"tiny": list(TINY)} and meta["warmup"] == 1 and meta["repeats"] == 2
+    assert meta["threads"]["torch"]["intra_op"] == meta["threads"]["requested"]
+    # torch eager on NCHW and channels_last, and the timm peer on both
+    assert sorted((r["backend"], r["layout"]) for r in rows) == [
+        ("timm", "channels_last"), ("timm", "nchw"), ("torch", "channels_last"), ("torch", "nchw")]
+    for r in rows:
+        assert set(r) == ROW_FIELDS
+        assert r["error"] is None, r["error"]
+        assert r["module"] == "SE" and r["kind"] == "se" and r["mode"] == "eager" and r["shape_nhwc"] == list(TINY)
+        for key in ("median_s", "compile_s", "floor_s", "ratio_floor"):
+            assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
+        assert math.isfinite(r["iqr_s"]) and r["iqr_s"] >= 0
+        assert isinstance(r["memory_bytes"], int) and r["memory_bytes"] >= 0 and r["memory_note"]
+        assert r["is_peer"] == (r["backend"] == "timm")
+
+
+def test_floor_follows_the_measured_bandwidth(result):
+    bw = result["meta"]["bandwidth"]
+    n, h, w, c = TINY
+    tensor_bytes = n * h * w * c * 4  # float32
+    # NOTES §11's convention: copy bandwidth = the tensor's bytes per copy time, so floor = passes x copy time
+    assert bw["bytes_moved"] == bw["tensor_bytes"] == tensor_bytes
+    assert bw["bytes_per_s"] == pytest.approx(tensor_bytes / bw["median_s"])
+    for r in result["rows"]:
+        assert r["floor_bytes"] == 3 * tensor_bytes  # SE: pool, read, write
+        assert r["floor_s"] == pytest.approx(3 * bw["median_s"])
+        assert r["ratio_floor"] == pytest.approx(r["median_s"] / r["floor_s"])
+    assert bench.floor_bytes("cbam", TINY) == 4 * tensor_bytes
+
+
+def test_backend_rows_are_compared_with_the_peer_in_the_same_layout(result):
+    peers = {r["layout"]: r for r in result["rows"] if r["is_peer"]}
+    for r in result["rows"]:
+        if r["is_peer"]:
+            assert r["peer"] is None and r["ratio_peer"] is None
+        else:
+            assert r["peer"] == f"timm ({r['layout']})"
+            assert r["ratio_peer"] == pytest.approx(r["median_s"] / peers[r["layout"]]["median_s"])
+
+
+def test_plot_writes_a_png(result, tmp_path):
+    path = tmp_path / "bench.png"
+    report.plot(result, path)
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_cli_json_and_plot(tmp_path, capsys):
+    pytest.importorskip("torch")
+    path = tmp_path / "cli.png"
+    assert main(["bench", "--module", "ECA", "--backend", "torch", "--mode", "eager", "--no-peers", "--warmup", "1",
+                 "--repeats", "2", "--no-memory", "--json", "--plot", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(r["backend"], r["layout"]) for r in out["rows"]] == [("torch", "nchw"), ("torch", "channels_last")]
+    assert all(r["memory_bytes"] is None and r["median_s"] > 0 for r in out["rows"])
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_unknown_size_and_backend_are_clear_errors(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "--size", "huge"])
+    assert exc.value.code == 2 and "invalid choice: 'huge'" in capsys.readouterr().err
+    assert main(["bench", "--backend", "mxnet"]) == 2
+    assert "unknown backend 'mxnet'; choose from torch, tf, jax" in capsys.readouterr().err
+    assert main(["bench", "--module", "GC"]) == 2
+    assert "unknown module 'GC'" in capsys.readouterr().err
+    with pytest.raises(bench.BenchError, match="unknown size 'huge'; choose from small, medium, large"):
+        bench.run_bench(sizes=["huge"])
+    with pytest.raises(bench.BenchError, match="unknown mode 'jit'"):
+        bench.resolve(modes=["jit"])
