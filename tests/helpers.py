@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import functools
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -35,3 +37,11 @@ def make_input(spec, n, hw, dtype, data_format="channels_last", seed=0):
 
 def spec_params(specs):
     return [pytest.param(s, id=cases.spec_id(s)) for s in specs]
+
+
+def run_cli(*argv):
+    """``python -m attnport ARGV`` in a subprocess: (exit code, stdout, stderr). A subprocess proves the
+    exit code and that no traceback reaches the user."""
+    done = subprocess.run([sys.executable, "-m", "attnport", *map(str, argv)], capture_output=True, text=True,
+                          timeout=120)
+    return done.returncode, done.stdout, done.stderr

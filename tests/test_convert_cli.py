@@ -2,8 +2,6 @@
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,8 @@ import attnport
 import reference
 from attnport import cli
 
+from helpers import run_cli as run
+
 BUNDLE = {
     "layer1.0.se": (reference.SE.timm(64), reference.SE.timm(64).init_params(seed=1)),
     "layer2.1.eca": (reference.ECA.circular(7), reference.ECA.circular(7).init_params(seed=2)),
@@ -19,11 +19,6 @@ BUNDLE = {
 }
 
 
-def run(*argv):
-    """The CLI in a subprocess: exit code, stdout, stderr (proves no traceback reaches the user)."""
-    done = subprocess.run([sys.executable, "-m", "attnport", *map(str, argv)], capture_output=True, text=True,
-                          timeout=120)
-    return done.returncode, done.stdout, done.stderr
 
 
 @pytest.fixture()

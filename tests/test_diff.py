@@ -1,7 +1,5 @@
 """`attnport diff` (two checkpoints in any layouts, compared in canonical form) and `check --markdown`."""
 import json
-import subprocess
-import sys
 
 import ml_dtypes
 import numpy as np
@@ -12,6 +10,8 @@ import reference
 from attnport import check, checkpoint, cli
 from attnport.diff import compare_arrays, diff
 
+from helpers import run_cli as run
+
 SE = reference.SE.timm(64)
 ECA = reference.ECA.circular(7)
 BUNDLE = {
@@ -20,11 +20,6 @@ BUNDLE = {
 }
 
 
-def run(*argv):
-    """The CLI in a subprocess: exit code, stdout, stderr (proves no traceback reaches the user)."""
-    done = subprocess.run([sys.executable, "-m", "attnport", *map(str, argv)], capture_output=True, text=True,
-                          timeout=120)
-    return done.returncode, done.stdout, done.stderr
 
 
 def save(path, bundle, **kw):

@@ -1,13 +1,13 @@
 """`attnport verify PATH.py:FACTORY --spec ...`: exit codes, the diagnosis in the output, safe spec parsing."""
 import json
-import subprocess
-import sys
 import textwrap
 
 import pytest
 
 import reference
 from attnport.specparse import parse_spec
+
+from helpers import run_cli as run
 
 PORTS = textwrap.dedent('''
     import numpy as np
@@ -27,10 +27,6 @@ PORTS = textwrap.dedent('''
 ''')
 
 
-def run(*argv):
-    done = subprocess.run([sys.executable, "-m", "attnport", *map(str, argv)], capture_output=True, text=True,
-                          timeout=120)
-    return done.returncode, done.stdout, done.stderr
 
 
 @pytest.fixture()
