@@ -51,9 +51,9 @@ import numpy as np
 import reference
 from reference import activations
 from reference.cbam import CBAM, _conv2d_same, bn_batch_statistics
-from reference.eca import ECA, eca_kernel_size
+from reference.eca import ECA, eca_kernel_size, eca_kernel_size_timm, eca_t
 from reference.layout import LAYOUTS
-from reference.rules import make_divisible, round_half_up
+from reference.rules import floor_width, make_divisible, round_half_up
 from reference.se import SE
 
 FORMATS = ("channels_last", "channels_first")
@@ -503,8 +503,8 @@ def _kernel_variants(spec):
     if not isinstance(spec, ECA):
         return {}
     c = spec.channels
-    t = (c.bit_length() - 1 + spec.b) // spec.gamma
-    return {"rule": {eca_kernel_size(c, spec.gamma, spec.b), max(eca_kernel_size(c, spec.gamma, spec.b), 3)}
+    t = eca_t(c, spec.gamma, spec.b)
+    return {"rule": {eca_kernel_size(c, spec.gamma, spec.b), eca_kernel_size_timm(c, spec.gamma, spec.b)}
             - {spec.kernel_size},
             "parity": ({max(t - 1, 1)} if t % 2 == 0 else set()) - {spec.kernel_size}}
 
@@ -523,7 +523,7 @@ def _alt_width(spec, p, obs):
     if not isinstance(spec, (SE, CBAM)):
         return []
     c, r = spec.channels, spec.ratio
-    widths = {max(1, c // r), round_half_up(c / r), make_divisible(c / r, 8), make_divisible(c / r, 8, round_limit=0),
+    widths = {floor_width(c, r), round_half_up(c / r), make_divisible(c / r, 8), make_divisible(c / r, 8, round_limit=0),
               max(1, -(-c // r))} - {spec.reduced_channels}
     return [Alternative(None, f"reduced width {w} instead of {spec.reduced_channels}",
                         spec=replace(spec, reduced_channels=w)) for w in sorted(widths)]

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import activations
 from .layout import ParamInfo
-from .rules import round_half_up
+from .rules import floor_width, round_half_up
 from .spec_base import SpecBase, check_int, check_odd_kernel
 
 SPATIAL_STATS = ("max", "mean")
@@ -51,7 +51,7 @@ class CBAM(SpecBase):
         check_int("channels", self.channels, 1)
         check_int("ratio", self.ratio, 1)
         if self.reduced_channels is None:
-            self._set("reduced_channels", max(1, self.channels // self.ratio))
+            self._set("reduced_channels", floor_width(self.channels, self.ratio))
         else:
             self._set("reduced_channels", check_int("reduced_channels", self.reduced_channels, 1))
         for field in ("mlp_bias", "spatial_norm"):

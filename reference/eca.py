@@ -17,18 +17,30 @@ from .spec_base import SpecBase, check_choice, check_int, check_odd_kernel
 PADDING_MODES = ("zeros", "circular")
 
 
-def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
-    """The article's kernel rule ``t = int(abs((log2(C) + b) / gamma))``, made odd by +1 if even.
+def eca_t(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """The article's ``t = int(abs((log2(C) + b) / gamma))`` before it is made odd, in integers.
 
-    Computed in integers, so it is exact for every C: for an integer gamma >= 1 and
-    integer b >= 0, ``floor((log2 C + b) / gamma) == (floor(log2 C) + b) // gamma``, and
-    ``floor(log2 C)`` is ``C.bit_length() - 1``. No floating-point log is taken.
+    For an integer gamma >= 1 and integer b >= 0, ``floor((log2 C + b) / gamma) ==
+    (floor(log2 C) + b) // gamma``, and ``floor(log2 C)`` is ``C.bit_length() - 1``: no float log.
     """
     channels = check_int("channels", channels, 1)
     gamma = check_int("gamma", gamma, 1)
     b = check_int("b", b, 0)
-    t = (channels.bit_length() - 1 + b) // gamma
+    return (channels.bit_length() - 1 + b) // gamma
+
+
+def eca_kernel_size(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """The article's kernel rule ``t = int(abs((log2(C) + b) / gamma))``, made odd by +1 if even.
+
+    Computed in integers (`eca_t`), so it is exact for every C.
+    """
+    t = eca_t(channels, gamma, b)
     return t if t % 2 else t + 1
+
+
+def eca_kernel_size_timm(channels: int, gamma: int = 2, b: int = 1) -> int:
+    """timm's `EcaModule`/`CecaModule` rule: `eca_kernel_size`, then at least 3."""
+    return max(eca_kernel_size(channels, gamma, b), 3)
 
 
 @dataclass(frozen=True)
@@ -68,12 +80,12 @@ class ECA(SpecBase):
     @classmethod
     def timm(cls, channels: int) -> "ECA":
         """timm `EcaModule`: the same formula, then at least 3 (C <= 7 gives 3, not 1)."""
-        return cls(channels, kernel_size=max(eca_kernel_size(channels), 3))
+        return cls(channels, kernel_size=eca_kernel_size_timm(channels))
 
     @classmethod
     def circular(cls, channels: int) -> "ECA":
         """timm `CecaModule`: the timm kernel size with circular padding of the channel axis."""
-        return cls(channels, kernel_size=max(eca_kernel_size(channels), 3), padding_mode="circular")
+        return cls(channels, kernel_size=eca_kernel_size_timm(channels), padding_mode="circular")
 
     @property
     def padding(self) -> int:

@@ -17,6 +17,11 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None, rou
     return n
 
 
+def floor_width(channels: int, ratio: int) -> int:
+    """The article's and the paper's reduced width, ``max(1, channels // ratio)`` (SE and CBAM default)."""
+    return max(1, channels // ratio)
+
+
 def round_half_up(v: float) -> int:
     """``make_divisible(v, 1, round_limit=0)``: nearest integer, halves up, at least 1 (timm CBAM width)."""
     return make_divisible(v, 1, round_limit=0.0)

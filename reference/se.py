@@ -12,13 +12,11 @@ import numpy as np
 
 from . import activations
 from .layout import ParamInfo
-from .rules import make_divisible
+from .rules import floor_width, make_divisible
 from .spec_base import SpecBase, check_int
 
 
-def se_reduced_width(channels: int, ratio: int) -> int:
-    """The article's rule for the hidden width: ``max(1, channels // ratio)``."""
-    return max(1, channels // ratio)
+se_reduced_width = floor_width  # the article's rule for SE's hidden width: max(1, channels // ratio)
 
 
 @dataclass(frozen=True)
