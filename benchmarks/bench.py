@@ -12,11 +12,13 @@ Method (README "Benchmarks"):
 - import order: torch, then ``triton`` when installed, then TensorFlow, then JAX (libtriton loaded
   after TensorFlow segfaults).
 - timing: the first call (compile, for the compiled modes) is timed apart as ``compile_s``, then
-  ``warmup`` untimed calls, then ``repeats`` timed calls, each blocking until the result exists
-  (torch on CPU is synchronous; TF: ``.numpy()``; JAX: ``block_until_ready()``). Median and IQR.
-- floor: bandwidth = 2 x bytes / median time of a NumPy copy of the largest requested tensor (the
-  copy reads and writes), floor = passes x tensor bytes / bandwidth, passes = 3 for SE and ECA
-  (pool, read, write) and 4 for CBAM (NOTES §11).
+  ``warmup`` untimed calls; then ``repeats`` rounds, each timing one copy (the bandwidth) and one call
+  of every case in turn, each call blocking until the result exists (torch on CPU is synchronous; TF:
+  ``.numpy()``; JAX: ``block_until_ready()``). Median and IQR per case; ratio to the peer = median of
+  the per-round ratios.
+- floor: bandwidth = tensor bytes / median time of a NumPy copy of the largest requested tensor into a
+  preallocated array (NOTES §11's convention), floor = passes x tensor bytes / bandwidth = passes x copy
+  time, passes = 3 for SE and ECA (pool, read, write) and 4 for CBAM.
 - CPU only: every framework runs on its CPU device.
 """
 from __future__ import annotations
@@ -25,13 +27,14 @@ import dataclasses
 import importlib.util
 import math
 import os
+import pathlib
 import statistics
 import sys
 import time
 
 import numpy as np
 
-SIZES = {"small": (8, 14, 14, 64), "medium": (32, 28, 28, 128), "large": (32, 56, 56, 256)}  # N, H, W, C
+SIZES = {"tiny": (2, 8, 8, 32), "small": (8, 14, 14, 64), "medium": (32, 28, 28, 128), "large": (32, 56, 56, 256)}  # N, H, W, C
 MODULES = ("SE", "SE.timm", "ECA", "ECA.timm", "CBAM", "CBAM.timm")
 MODES = ("eager", "compiled")
 BACKENDS = ("torch", "tf", "jax")
@@ -70,38 +73,6 @@ def floor_bytes(kind: str, shape, itemsize: int = 4) -> int:
 def stats(times) -> dict:
     q1, med, q3 = np.percentile(np.asarray(times, dtype=float), [25, 50, 75])
     return {"median_s": float(med), "iqr_s": float(q3 - q1)}
-
-
-def measure_bandwidth(nbytes: int, repeats: int = 7) -> dict:
-    """Copy bandwidth of a float32 NumPy copy of ``nbytes``, counted as NOTES §11 and the issue's
-    targets count it: the tensor's bytes per copy time (a copy reads and writes them once each, so this
-    is half the read+write traffic). With it, floor = passes x copy time: SE/ECA 3, CBAM 4."""
-    a = np.ones(max(1, nbytes // 4), np.float32)
-    b = np.empty_like(a)
-    np.copyto(b, a)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        np.copyto(b, a)
-        times.append(time.perf_counter() - start)
-    moved = a.nbytes
-    median = statistics.median(times)
-    return {"tensor_bytes": a.nbytes, "bytes_moved": moved, "repeats": repeats, **stats(times),
-            "bytes_per_s": moved / median}
-
-
-def time_calls(fn, warmup: int, repeats: int) -> dict:
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return {"compile_s": first, **stats(times)}
 
 
 def configure_threads(threads: int | None, frameworks) -> dict:
@@ -330,48 +301,109 @@ def matching_peer(row: dict, rows) -> dict | None:
     return None
 
 
+def _time_once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _copy_fn(nbytes: int):
+    """A NumPy float32 copy of ``nbytes`` into a preallocated array (no page faults in the timed copy)."""
+    a = np.ones(max(1, nbytes // 4), np.float32)
+    b = np.empty_like(a)
+    np.copyto(b, a)
+    return a.nbytes, lambda: np.copyto(b, a)
+
+
+def _memory_system() -> dict:
+    """What decides the cost of a fresh output allocation on this machine (README "Choosing a backend")."""
+    try:
+        thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
+    except OSError:
+        thp = None
+    return {"transparent_hugepage": thp, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE")}
+
+
+def count_steps(repeats: int = 10, memory: bool = True, **request) -> int:
+    """Progress steps of a run: each case's setup, each round, each case's memory measurement."""
+    n = len(cases(*resolve(**request)))
+    return n * (2 if memory else 1) + repeats
+
+
 def run_bench(sizes=None, backends=None, modules=None, modes=None, peers=True, warmup=3, repeats=10,
               threads=None, memory=True, progress=None) -> dict:
-    """Run every case; returns ``{"meta": {...}, "rows": [...]}`` (the JSON `attnport bench --json` prints)."""
+    """Run every case; returns ``{"meta": {...}, "rows": [...]}`` (the JSON `attnport bench --json` prints).
+
+    Every case is built, called once (``compile_s``) and warmed up; then ``repeats`` rounds each time
+    the bandwidth copy and every case once, in turn, so that a slow spell of the machine hits every case
+    of a round alike. Ratios to the peer are the median of the per-round ratios (paired).
+    """
     sizes, backends, modules, modes, peers = resolve(sizes, backends, modules, modes, peers)
     if warmup < 0 or repeats < 1 or (threads is not None and threads < 1):
         raise BenchError("need warmup >= 0, repeats >= 1 and threads >= 1")
+    step = progress or (lambda: None)
     todo = cases(sizes, backends, modules, modes, peers)
     frameworks = {FRAMEWORK[c.target] for c in todo}
     thread_notes = configure_threads(threads, frameworks)
-    largest = max(math.prod(SIZES[s]) for s in sizes) * 4
-    bandwidth = measure_bandwidth(largest)
+    copy_bytes, copy = _copy_fn(max(math.prod(SIZES[s]) for s in sizes) * 4)
     rng = np.random.default_rng(0)
     inputs = {s: rng.standard_normal(SIZES[s], dtype=np.float32) for s in sizes}
-    rows = []
+    rows, runners = [], []
     for case in todo:
         spec = spec_for(case.module, case.shape[3])
-        nbytes = floor_bytes(spec.kind, case.shape)
-        floor_s = nbytes / bandwidth["bytes_per_s"]
         row = {"module": case.module, "kind": spec.kind, "spec": repr(spec), "size": case.size,
                "shape_nhwc": list(case.shape), "backend": case.target, "is_peer": case.is_peer, "mode": case.mode,
-               "layout": case.layout, "floor_bytes": nbytes, "floor_s": floor_s, "warmup": warmup,
-               "repeats": repeats, "median_s": None, "iqr_s": None, "compile_s": None, "ratio_floor": None,
-               "peer": None, "ratio_peer": None, "memory_bytes": None, "memory_note": None, "error": None}
+               "layout": case.layout, "floor_bytes": floor_bytes(spec.kind, case.shape), "floor_s": None,
+               "warmup": warmup, "repeats": repeats, "median_s": None, "iqr_s": None, "times_s": [],
+               "compile_s": None, "ratio_floor": None, "peer": None, "ratio_peer": None, "memory_bytes": None,
+               "memory_note": None, "error": None}
+        runner = None
         try:
-            fn, measure_memory = RUNNERS[case.target](case.target, spec, inputs[case.size], case.mode, case.layout)
-            row.update(time_calls(fn, warmup, repeats))
-            row["ratio_floor"] = row["median_s"] / floor_s
-            if memory:
-                row["memory_bytes"], row["memory_note"] = measure_memory(fn)
+            runner = RUNNERS[case.target](case.target, spec, inputs[case.size], case.mode, case.layout)
+            row["compile_s"] = _time_once(runner[0])
+            for _ in range(warmup):
+                runner[0]()
         except Exception as exc:  # noqa: BLE001 - one failing case must not stop the run; it is reported
-            row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+            row["error"], runner = f"{type(exc).__name__}: {exc}"[:300], None
         rows.append(row)
-        if progress:
-            progress()
+        runners.append(runner)
+        step()
+    copy_times = []
+    for _ in range(repeats):
+        copy_times.append(_time_once(copy))
+        for row, runner in zip(rows, runners):
+            if runner is None or row["error"]:
+                continue
+            try:
+                row["times_s"].append(_time_once(runner[0]))
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = f"{type(exc).__name__}: {exc}"[:300]
+        step()
+    bandwidth = {"tensor_bytes": copy_bytes, "bytes_moved": copy_bytes, "repeats": repeats, **stats(copy_times),
+                 "times_s": copy_times}
+    bandwidth["bytes_per_s"] = copy_bytes / bandwidth["median_s"]
+    for row, runner in zip(rows, runners):
+        row["floor_s"] = row["floor_bytes"] / bandwidth["bytes_per_s"]
+        if row["error"]:
+            row["times_s"] = []
+        elif row["times_s"]:
+            row.update(stats(row["times_s"]))
+            row["ratio_floor"] = row["median_s"] / row["floor_s"]
+            if memory:
+                try:
+                    row["memory_bytes"], row["memory_note"] = runner[1](runner[0])
+                except Exception as exc:  # noqa: BLE001
+                    row["memory_note"] = f"not measured: {type(exc).__name__}: {exc}"[:300]
+        step()
     for row in rows:
         peer = matching_peer(row, rows)
         if peer and row["median_s"]:
             row["peer"] = f"{peer['backend']} ({peer['layout']})"
-            row["ratio_peer"] = row["median_s"] / peer["median_s"]
+            row["ratio_peer"] = statistics.median(a / b for a, b in zip(row["times_s"], peer["times_s"]))
     meta = {"sizes": {s: list(SIZES[s]) for s in sizes}, "dtype": "float32", "device": "cpu",
-            "threads": thread_notes, "bandwidth": bandwidth, "warmup": warmup, "repeats": repeats,
-            "passes": PASSES, "versions": _versions(frameworks | {"numpy"} | ({"timm"} if "timm" in peers else set()))}
+            "threads": thread_notes, "memory_system": _memory_system(), "bandwidth": bandwidth, "warmup": warmup,
+            "repeats": repeats, "passes": PASSES,
+            "versions": _versions(frameworks | {"numpy"} | ({"timm"} if "timm" in peers else set()))}
     return {"meta": meta, "rows": rows}
 
 
@@ -383,5 +415,4 @@ def _versions(packages) -> dict:
     return out
 
 
-def count_cases(**request) -> int:
-    return len(cases(*resolve(**request)))
+

@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import sys
 
-SIZE_CHOICES = ("small", "medium", "large")  # bench.SIZES, kept here so parsing imports no framework
+SIZE_CHOICES = ("tiny", "small", "medium", "large")  # bench.SIZES, kept here so parsing imports no framework
 
 
 def add_parser(sub):
     bench = sub.add_parser("bench", help="time every module x backend x mode against peers and the bandwidth floor",
-                           description="Timing on the CPU, float32. Sizes (N, H, W, C): small 8x14x14x64, medium "
-                                       "32x28x28x128, large 32x56x56x256. Speed is quoted as ratios (to the floor, "
+                           description="Timing on the CPU, float32. Sizes (N, H, W, C): tiny 2x8x8x32, small 8x14x14x64, "
+                                       "medium 32x28x28x128, large 32x56x56x256. Speed is quoted as ratios (to the floor, "
                                        "to the matching peer) measured in one run.")
     bench.add_argument("--size", action="append", choices=SIZE_CHOICES, help="repeatable; default: small")
     bench.add_argument("--backend", action="append", help="torch, tf or jax (repeatable); default: all installed")
@@ -18,10 +18,13 @@ def add_parser(sub):
     bench.add_argument("--mode", action="append", choices=("eager", "compiled"), help="repeatable; default: both")
     bench.add_argument("--no-peers", action="store_true", help="skip timm / torchvision / Keras peers")
     bench.add_argument("--warmup", type=int, default=3, help="untimed calls after the first (default 3)")
-    bench.add_argument("--repeats", type=int, default=10, help="timed calls (default 10)")
+    bench.add_argument("--repeats", type=int, default=10, help="timed rounds: each times every case once (default 10)")
     bench.add_argument("--threads", type=int, default=None,
                        help="threads for every framework (default: the CPUs this process may use)")
     bench.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    bench.add_argument("--quick", action="store_true",
+                       help="smoke run: size tiny (unless --size is given), no warm-up, 1 round; proves the command, "
+                            "not the speed")
     bench.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     bench.add_argument("--plot", metavar="FILE.png", help="also write a bar chart of the ratio to the floor")
     bench.set_defaults(run=run)
@@ -33,12 +36,14 @@ def run(args) -> int:
     from rich.progress import Progress
 
     from . import report
-    from .bench import BenchError, count_cases, run_bench
+    from .bench import BenchError, count_steps, run_bench
 
+    if args.quick:
+        args.size, args.warmup, args.repeats = args.size or ["tiny"], 0, 1
     request = dict(sizes=args.size, backends=args.backend, modules=args.module, modes=args.mode,
                    peers=not args.no_peers)
     try:
-        total = count_cases(**request)
+        total = count_steps(args.repeats, not args.no_memory, **request)
         with Progress(console=Console(stderr=True), transient=True) as progress:
             task = progress.add_task("benchmarking", total=total)
             result = run_bench(**request, warmup=args.warmup, repeats=args.repeats, threads=args.threads,

@@ -22,7 +22,7 @@ from attnport.cli import main  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = (2, 4, 4, 16)  # N, H, W, C
 ROW_FIELDS = {"module", "kind", "spec", "size", "shape_nhwc", "backend", "is_peer", "mode", "layout", "floor_bytes",
-              "floor_s", "warmup", "repeats", "median_s", "iqr_s", "compile_s", "ratio_floor", "peer", "ratio_peer",
+              "floor_s", "warmup", "repeats", "median_s", "iqr_s", "times_s", "compile_s", "ratio_floor", "peer", "ratio_peer",
               "memory_bytes", "memory_note", "error"}
 
 
@@ -52,6 +52,7 @@ def test_json_structure(result):
         for key in ("median_s", "compile_s", "floor_s", "ratio_floor"):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
         assert math.isfinite(r["iqr_s"]) and r["iqr_s"] >= 0
+        assert len(r["times_s"]) == 2 and min(r["times_s"]) <= r["median_s"] <= max(r["times_s"])
         assert isinstance(r["memory_bytes"], int) and r["memory_bytes"] >= 0 and r["memory_note"]
         assert r["is_peer"] == (r["backend"] == "timm")
 
@@ -63,6 +64,7 @@ def test_floor_follows_the_measured_bandwidth(result):
     # NOTES §11's convention: copy bandwidth = the tensor's bytes per copy time, so floor = passes x copy time
     assert bw["bytes_moved"] == bw["tensor_bytes"] == tensor_bytes
     assert bw["bytes_per_s"] == pytest.approx(tensor_bytes / bw["median_s"])
+    assert len(bw["times_s"]) == 2 and bw["median_s"] == pytest.approx(sum(bw["times_s"]) / 2)
     for r in result["rows"]:
         assert r["floor_bytes"] == 3 * tensor_bytes  # SE: pool, read, write
         assert r["floor_s"] == pytest.approx(3 * bw["median_s"])
@@ -77,7 +79,9 @@ def test_backend_rows_are_compared_with_the_peer_in_the_same_layout(result):
             assert r["peer"] is None and r["ratio_peer"] is None
         else:
             assert r["peer"] == f"timm ({r['layout']})"
-            assert r["ratio_peer"] == pytest.approx(r["median_s"] / peers[r["layout"]]["median_s"])
+            # paired: the median over rounds of this round's time / the peer's time in the same round
+            per_round = sorted(a / b for a, b in zip(r["times_s"], peers[r["layout"]]["times_s"]))
+            assert len(per_round) == 2 and r["ratio_peer"] == pytest.approx((per_round[0] + per_round[1]) / 2)
 
 
 def test_plot_writes_a_png(result, tmp_path):
@@ -97,6 +101,32 @@ def test_cli_json_and_plot(tmp_path, capsys):
     assert path.read_bytes()[:8] == PNG_SIGNATURE
 
 
+def test_quick_runs_every_backend_mode_and_peer(tmp_path, capsys):
+    """`--quick` (what CI runs): size tiny, 1 round; every installed backend in both modes, with peers."""
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("flax")
+    pytest.importorskip("timm")
+    pytest.importorskip("torchvision")
+    path = tmp_path / "quick.png"
+    assert main(["bench", "--quick", "--module", "SE", "--json", "--plot", str(path)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["meta"]["sizes"] == {"tiny": list(bench.SIZES["tiny"])}
+    assert out["meta"]["warmup"] == 0 and out["meta"]["repeats"] == 1
+    assert {"transparent_hugepage", "THP_MEM_ALLOC_ENABLE"} == set(out["meta"]["memory_system"])
+    got = {(r["backend"], r["mode"], r["layout"]) for r in out["rows"]}
+    expected = {(b, m, lay) for b in ("torch", "timm", "torchvision") for m in ("eager", "compiled")
+                for lay in ("nchw", "channels_last")}
+    expected |= {(b, m, "nhwc") for b in ("tf", "keras", "jax") for m in ("eager", "compiled")}
+    assert got == expected
+    for r in out["rows"]:
+        assert r["error"] is None and len(r["times_s"]) == 1 and r["median_s"] == r["times_s"][0] > 0
+        assert (r["ratio_peer"] is not None) == (not r["is_peer"])
+    measured = {(r["backend"], r["mode"]) for r in out["rows"] if r["memory_bytes"] is not None}
+    assert ("torch", "eager") in measured and ("jax", "compiled") in measured and ("tf", "eager") not in measured
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
 def test_unknown_size_and_backend_are_clear_errors(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "--size", "huge"])
@@ -105,7 +135,7 @@ def test_unknown_size_and_backend_are_clear_errors(capsys):
     assert "unknown backend 'mxnet'; choose from torch, tf, jax" in capsys.readouterr().err
     assert main(["bench", "--module", "GC"]) == 2
     assert "unknown module 'GC'" in capsys.readouterr().err
-    with pytest.raises(bench.BenchError, match="unknown size 'huge'; choose from small, medium, large"):
+    with pytest.raises(bench.BenchError, match="unknown size 'huge'; choose from tiny, small, medium, large"):
         bench.run_bench(sizes=["huge"])
     with pytest.raises(bench.BenchError, match="unknown mode 'jit'"):
         bench.resolve(modes=["jit"])
