@@ -8,6 +8,7 @@ from torch import nn
 import reference
 
 from .activations import GATES
+from . import common
 from .common import accumulation_dtype, check_tensor, conv, linear
 
 
@@ -45,13 +46,28 @@ class CBAMBlock(nn.Module):
         return F.batch_norm(z, bn.running_mean.to(z.dtype), bn.running_var.to(z.dtype), bn.weight.to(z.dtype),
                             bn.bias.to(z.dtype), False, 0.0, bn.eps)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor(self.spec, x)
-        acc = accumulation_dtype(x)
-        mc = self.gate(self._mlp(x.mean(dim=(2, 3), dtype=acc)) + self._mlp(x.amax(dim=(2, 3)).to(acc)))
-        x1 = x * mc.to(x.dtype)[:, :, None, None]
+    def _spatial_gate(self, x1: torch.Tensor, acc: torch.dtype) -> torch.Tensor:
+        """[n, C, H, W] channel-scaled input -> [n, 1, H, W] spatial gate, in ``acc``."""
         mx, mean = x1.amax(dim=1, keepdim=True).to(acc), x1.mean(dim=1, keepdim=True, dtype=acc)
         z = conv(self.conv, torch.cat((mx, mean) if self._max_first else (mean, mx), dim=1))
         if self.bn is not None:
             z = self._norm(z)
-        return x1 * self.gate(z).to(x.dtype)
+        return self.gate(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_tensor(self.spec, x)
+        acc = accumulation_dtype(x)
+        mc = self.gate(self._mlp(x.mean(dim=(2, 3), dtype=acc)) + self._mlp(x.amax(dim=(2, 3)).to(acc)))
+        mc = mc.to(x.dtype)[:, :, None, None]
+        if not common.inference_path(self, x):
+            x1 = x * mc
+            return x1 * self._spatial_gate(x1, acc).to(x.dtype)
+        # Inference on the CPU: the same arithmetic, one cache-sized block of samples at a time, with x * Mc
+        # written straight into the output and rescaled there in place, so that it is read back from cache
+        # and never exists as a second full-size tensor.
+        out, step = common.fresh_like(x), common.cache_block(x)
+        for n0 in range(0, x.shape[0], step):
+            block = out[n0:n0 + step]
+            torch.mul(x[n0:n0 + step], mc[n0:n0 + step], out=block)
+            block.mul_(self._spatial_gate(block, acc).to(x.dtype))
+        return out

@@ -1,6 +1,10 @@
 """What the torch modules share: input checks and the dtype policy of `reference.dtypes`."""
 from __future__ import annotations
 
+import ctypes
+import functools
+import sys
+
 import torch
 import torch.nn.functional as F
 
@@ -29,3 +33,60 @@ def conv(layer: torch.nn.Conv1d | torch.nn.Conv2d, v: torch.Tensor) -> torch.Ten
     """``layer(v)`` (no bias, stride 1) computed in ``v``'s dtype."""
     fn = F.conv1d if v.dim() == 3 else F.conv2d
     return fn(v, layer.weight.to(v.dtype), None, padding=layer.padding)
+
+
+
+# Samples per cache block in the blocked CBAM inference path: blocks of at most this many bytes stay in the
+# CPU's cache (README "Choosing a backend": 2 MiB L2 per core, 32 MiB shared L3 on the benchmark machine).
+CACHE_BLOCK_BYTES = 4 << 20
+# Outputs of at least this many bytes ask for transparent huge pages, as NumPy does for its large arrays.
+HUGE_PAGE_MIN_BYTES = 4 << 20
+_MADV_HUGEPAGE = 14  # <sys/mman.h>, Linux
+_PAGE = 4096
+
+
+def inference_path(module: torch.nn.Module, x: torch.Tensor) -> bool:
+    """True when the call needs no autograd graph and nobody traces, compiles or exports it, on the CPU.
+
+    Only then do the modules write their output into a buffer of their own (`fresh_like`) and, for CBAM,
+    work block by block (`cache_block`); every other call runs the plain formulation.
+    """
+    if x.device.type != "cpu" or module.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
+        return False
+    return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters())))
+
+
+@functools.lru_cache(maxsize=None)
+def _madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
+
+
+def fresh_like(x: torch.Tensor) -> torch.Tensor:
+    """``torch.empty_like(x)`` whose pages, when it is large and on Linux, are transparent huge pages.
+
+    torch's CPU allocator maps a large tensor with 4 KiB pages, so the first write to a fresh output takes a
+    page fault every 4 KiB: on the benchmark machine that costs ~3x the write itself (README "Choosing a
+    backend"). ``madvise(MADV_HUGEPAGE)`` on the untouched buffer makes those faults 2 MiB each, as
+    ``THP_MEM_ALLOC_ENABLE=1`` does for every torch allocation. A refused advice is harmless and ignored.
+    """
+    out = torch.empty_like(x)
+    nbytes = out.untyped_storage().nbytes()
+    madvise = _madvise() if nbytes >= HUGE_PAGE_MIN_BYTES else None
+    if madvise is not None:
+        start = -(-out.data_ptr() // _PAGE) * _PAGE
+        end = (out.data_ptr() + nbytes) // _PAGE * _PAGE
+        madvise(start, end - start, _MADV_HUGEPAGE)
+    return out
+
+
+def cache_block(x: torch.Tensor) -> int:
+    """Samples per block of at most `CACHE_BLOCK_BYTES` (at least one)."""
+    per_sample = x[0].numel() * x.element_size()
+    return max(1, CACHE_BLOCK_BYTES // max(1, per_sample))

@@ -6,6 +6,7 @@ from torch import nn
 
 import reference
 
+from . import common
 from .common import accumulation_dtype, check_tensor, conv
 
 
@@ -33,4 +34,5 @@ class ECABlock(nn.Module):
         if self.wrap_index is not None:
             s = s[:, self.wrap_index]                        # [N, C + 2 * pad], wrapped
         z = torch.sigmoid(conv(self.conv, s[:, None, :]))    # [N, 1, C]: C steps, 1 feature
-        return x * z.to(x.dtype)[:, 0, :, None, None]
+        z = z.to(x.dtype)[:, 0, :, None, None]
+        return torch.mul(x, z, out=common.fresh_like(x)) if common.inference_path(self, x) else x * z

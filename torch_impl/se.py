@@ -6,6 +6,7 @@ from torch import nn
 
 import reference
 
+from . import common
 from .activations import ACTIVATIONS, GATES
 from .common import accumulation_dtype, check_tensor, linear
 
@@ -33,7 +34,8 @@ class SEBlock(nn.Module):
         check_tensor(self.spec, x)
         s = x.mean(dim=(2, 3), dtype=accumulation_dtype(x))
         z = self.gate(linear(self.fc2, self.act(linear(self.fc1, s))))
-        return x * z.to(x.dtype)[:, :, None, None]
+        z = z.to(x.dtype)[:, :, None, None]
+        return torch.mul(x, z, out=common.fresh_like(x)) if common.inference_path(self, x) else x * z
 
     def extra_repr(self) -> str:
         return f"activation={self.spec.activation!r}, gate={self.spec.gate!r}"
