@@ -24,7 +24,7 @@ N, HW = 5, (6, 7)
 @pytest.fixture
 def two_samples_per_block(monkeypatch):
     # two bfloat16 samples of the narrowest spec: every spec and dtype then needs 3 to 5 blocks of N = 5
-    monkeypatch.setattr(common, "CACHE_BLOCK_BYTES", 2 * min(s.channels for s in SPECS) * HW[0] * HW[1] * 2)
+    monkeypatch.setattr(reference.blocking, "CACHE_BLOCK_BYTES", 2 * min(s.channels for s in SPECS) * HW[0] * HW[1] * 2)
 
 
 def _count_blocks(module, monkeypatch):

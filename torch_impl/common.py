@@ -36,9 +36,6 @@ def conv(layer: torch.nn.Conv1d | torch.nn.Conv2d, v: torch.Tensor) -> torch.Ten
 
 
 
-# Samples per cache block in the blocked CBAM inference path: blocks of at most this many bytes stay in the
-# CPU's cache (README "Choosing a backend": 2 MiB L2 per core, 32 MiB shared L3 on the benchmark machine).
-CACHE_BLOCK_BYTES = 4 << 20
 # Outputs of at least this many bytes ask for transparent huge pages, as NumPy does for its large arrays.
 HUGE_PAGE_MIN_BYTES = 4 << 20
 _MADV_HUGEPAGE = 14  # <sys/mman.h>, Linux
@@ -87,6 +84,5 @@ def fresh_like(x: torch.Tensor) -> torch.Tensor:
 
 
 def cache_block(x: torch.Tensor) -> int:
-    """Samples per block of at most `CACHE_BLOCK_BYTES` (at least one)."""
-    per_sample = x[0].numel() * x.element_size()
-    return max(1, CACHE_BLOCK_BYTES // max(1, per_sample))
+    """Samples of ``x`` per cache block (`reference.blocking`)."""
+    return reference.blocking.samples_per_block(x[0].numel() * x.element_size())
