@@ -59,28 +59,13 @@ class CBAMBlock(nnx.Module):
         bn.var[...] = ((1 - m) * bn.var[...] + m * var * n / (n - 1)).astype(bn.var[...].dtype)
         return (z - mean) * jax.lax.rsqrt(var + bn.epsilon) * bn.scale[...] + bn.bias[...]
 
-    def _spatial(self, x1, acc):
-        """[n, H, W, C] channel-scaled input -> [n, H, W, 1] spatial gate, in ``acc``."""
-        stats = {"max": jnp.max(x1, axis=-1).astype(acc), "mean": jnp.mean(x1, axis=-1, dtype=acc)}
-        z = self.conv(jnp.stack([stats[name] for name in self.spec.spatial_order], axis=-1))
-        if self.bn is not None:
-            z = self._norm(z)
-        return GATES[self.spec.gate](z)
-
-    def _attend(self, x):
-        """CBAM of a batch [n, H, W, C] (BatchNorm in training mode sees the whole of it)."""
-        acc = accumulation_dtype(x)
-        mc = GATES[self.spec.gate](self._mlp(jnp.mean(x, axis=(1, 2), dtype=acc))
-                                   + self._mlp(jnp.max(x, axis=(1, 2)).astype(acc)))
-        x1 = x * mc.astype(x.dtype)[:, None, None, :]
-        return x1 * self._spatial(x1, acc).astype(x.dtype)
-
     def __call__(self, x):
         check_array(self.spec, x)
-        step = reference.blocking.samples_per_block(x[0].size * x.dtype.itemsize)
-        training = self.bn is not None and not self.bn.use_running_average
-        if training or step >= x.shape[0] or not isinstance(x, jax.core.Tracer):
-            return self._attend(x)
-        # Traced inference (jax.jit, nnx.jit, grad) of a large batch: cache-sized blocks of samples, so that
-        # XLA reads each block back from cache for the rescale; the same arithmetic per sample.
-        return jax.lax.map(lambda sample: self._attend(sample[None])[0], x, batch_size=step)
+        gate, acc = GATES[self.spec.gate], accumulation_dtype(x)
+        mc = gate(self._mlp(jnp.mean(x, axis=(1, 2), dtype=acc)) + self._mlp(jnp.max(x, axis=(1, 2)).astype(acc)))
+        x1 = x * mc.astype(x.dtype)[:, None, None, :]
+        stats = {"max": jnp.max(x1, axis=-1).astype(acc), "mean": jnp.mean(x1, axis=-1, dtype=acc)}
+        z = self.conv(jnp.stack([stats[name] for name in self.spec.spatial_order], axis=-1))  # [N, H, W, 1]
+        if self.bn is not None:
+            z = self._norm(z)
+        return x1 * gate(z).astype(x.dtype)
