@@ -12,8 +12,9 @@ Method (README "Benchmarks"):
 - import order: torch, then ``triton`` when installed, then TensorFlow, then JAX (libtriton loaded
   after TensorFlow segfaults).
 - timing: the first call (compile, for the compiled modes) is timed apart as ``compile_s``, then
-  ``warmup`` untimed calls; then ``repeats`` rounds, each timing one copy (the bandwidth) and one call
-  of every case in turn, each call blocking until the result exists (torch on CPU is synchronous; TF:
+  ``warmup`` untimed calls; then ``repeats`` rounds, each timing one copy (the bandwidth) and every case
+  in turn, a case as ``calls_per_round`` back-to-back calls (about ``ROUND_S``; 1 for large tensors)
+  divided by their number, each call blocking until the result exists (torch on CPU is synchronous; TF:
   ``.numpy()``; JAX: ``block_until_ready()``). Median and IQR per case; ratio to the peer = median of
   the per-round ratios.
 - floor: bandwidth = tensor bytes / median time of a NumPy copy of the largest requested tensor into a
@@ -39,6 +40,8 @@ MODULES = ("SE", "SE.timm", "ECA", "ECA.timm", "CBAM", "CBAM.timm")
 MODES = ("eager", "compiled")
 BACKENDS = ("torch", "tf", "jax")
 PASSES = {"se": 3, "eca": 3, "cbam": 4}
+ROUND_S = 0.01            # a case's share of one round: back-to-back calls for about this long
+MAX_CALLS_PER_ROUND = 200
 # peer -> (python package it needs, the families it has)
 PEERS = {"timm": ("timm", ("se", "eca", "cbam")), "torchvision": ("torchvision", ("se",)),
          "keras": ("tensorflow", ("se",))}
@@ -307,6 +310,21 @@ def _time_once(fn) -> float:
     return time.perf_counter() - start
 
 
+def _time_calls(fn, calls: int) -> float:
+    """Seconds per call of ``calls`` back-to-back calls."""
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
+
+
+def _calls_per_round(fn) -> int:
+    """Back-to-back calls filling about ROUND_S (1 for a large tensor), so that a fast case is timed warm
+    (its threads awake, its weights cached), as it runs inside a network, not cold after the other cases."""
+    estimate = min(_time_once(fn) for _ in range(3))
+    return max(1, min(MAX_CALLS_PER_ROUND, math.ceil(ROUND_S / max(estimate, 1e-9))))
+
+
 def _copy_fn(nbytes: int):
     """A NumPy float32 copy of ``nbytes`` into a preallocated array (no page faults in the timed copy)."""
     a = np.ones(max(1, nbytes // 4), np.float32)
@@ -354,7 +372,7 @@ def run_bench(sizes=None, backends=None, modules=None, modes=None, peers=True, w
         row = {"module": case.module, "kind": spec.kind, "spec": repr(spec), "size": case.size,
                "shape_nhwc": list(case.shape), "backend": case.target, "is_peer": case.is_peer, "mode": case.mode,
                "layout": case.layout, "floor_bytes": floor_bytes(spec.kind, case.shape), "floor_s": None,
-               "warmup": warmup, "repeats": repeats, "median_s": None, "iqr_s": None, "times_s": [],
+               "warmup": warmup, "repeats": repeats, "calls_per_round": None, "median_s": None, "iqr_s": None, "times_s": [],
                "compile_s": None, "ratio_floor": None, "peer": None, "ratio_peer": None, "memory_bytes": None,
                "memory_note": None, "error": None}
         runner = None
@@ -363,23 +381,25 @@ def run_bench(sizes=None, backends=None, modules=None, modes=None, peers=True, w
             row["compile_s"] = _time_once(runner[0])
             for _ in range(warmup):
                 runner[0]()
+            row["calls_per_round"] = _calls_per_round(runner[0])
         except Exception as exc:  # noqa: BLE001 - one failing case must not stop the run; it is reported
             row["error"], runner = f"{type(exc).__name__}: {exc}"[:300], None
         rows.append(row)
         runners.append(runner)
         step()
-    copy_times = []
+    copy_calls, copy_times = _calls_per_round(copy), []
     for _ in range(repeats):
-        copy_times.append(_time_once(copy))
+        copy_times.append(_time_calls(copy, copy_calls))
         for row, runner in zip(rows, runners):
             if runner is None or row["error"]:
                 continue
             try:
-                row["times_s"].append(_time_once(runner[0]))
+                row["times_s"].append(_time_calls(runner[0], row["calls_per_round"]))
             except Exception as exc:  # noqa: BLE001
                 row["error"] = f"{type(exc).__name__}: {exc}"[:300]
         step()
-    bandwidth = {"tensor_bytes": copy_bytes, "bytes_moved": copy_bytes, "repeats": repeats, **stats(copy_times),
+    bandwidth = {"tensor_bytes": copy_bytes, "bytes_moved": copy_bytes, "repeats": repeats,
+                 "calls_per_round": copy_calls, **stats(copy_times),
                  "times_s": copy_times}
     bandwidth["bytes_per_s"] = copy_bytes / bandwidth["median_s"]
     for row, runner in zip(rows, runners):

@@ -79,3 +79,25 @@ def plot(result: dict, path) -> None:
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)
+
+
+def _cell(row) -> str:
+    if row is None or row["median_s"] is None:
+        return "-"
+    peer = f", {row['ratio_peer']:.2f}x peer" if row["ratio_peer"] is not None else ""
+    return f"{row['median_s'] * 1e3:.1f} ms ({row['ratio_floor']:.2f}x floor{peer})"
+
+
+def markdown(result: dict, modules=None) -> str:
+    """A markdown table, one line per module x backend x layout: eager and compiled median time, ratio to the
+    floor and (paired) to the matching peer, and the peak extra memory. README's "Choosing a backend" table."""
+    rows = [r for r in result["rows"] if modules is None or r["module"] in modules]
+    lines = ["| module | size | backend | layout | eager | compiled | peak extra MiB (eager / compiled) |",
+             "|---|---|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["module"], r["size"], r["backend"], r["layout"]) for r in rows):
+        by_mode = {r["mode"]: r for r in rows if (r["module"], r["size"], r["backend"], r["layout"]) == key}
+        eager, compiled = by_mode.get("eager"), by_mode.get("compiled")
+        backend = f"{key[2]} (peer)" if (eager or compiled)["is_peer"] else key[2]
+        memory = " / ".join(_mb(r["memory_bytes"]) if r else "-" for r in (eager, compiled))
+        lines.append(f"| {key[0]} | {key[1]} | {backend} | {key[3]} | {_cell(eager)} | {_cell(compiled)} | {memory} |")
+    return "\n".join(lines)

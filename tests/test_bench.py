@@ -22,7 +22,7 @@ from attnport.cli import main  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = (2, 4, 4, 16)  # N, H, W, C
 ROW_FIELDS = {"module", "kind", "spec", "size", "shape_nhwc", "backend", "is_peer", "mode", "layout", "floor_bytes",
-              "floor_s", "warmup", "repeats", "median_s", "iqr_s", "times_s", "compile_s", "ratio_floor", "peer", "ratio_peer",
+              "floor_s", "warmup", "repeats", "calls_per_round", "median_s", "iqr_s", "times_s", "compile_s", "ratio_floor", "peer", "ratio_peer",
               "memory_bytes", "memory_note", "error"}
 
 
@@ -53,6 +53,7 @@ def test_json_structure(result):
             assert math.isfinite(r[key]) and r[key] > 0, (key, r[key])
         assert math.isfinite(r["iqr_s"]) and r["iqr_s"] >= 0
         assert len(r["times_s"]) == 2 and min(r["times_s"]) <= r["median_s"] <= max(r["times_s"])
+        assert 1 <= r["calls_per_round"] <= bench.MAX_CALLS_PER_ROUND
         assert isinstance(r["memory_bytes"], int) and r["memory_bytes"] >= 0 and r["memory_note"]
         assert r["is_peer"] == (r["backend"] == "timm")
 
