@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 
 def _ms(seconds) -> str:
@@ -50,6 +51,15 @@ def print_table(result: dict, console=None) -> None:
     notes = sorted({r["memory_note"] for r in result["rows"] if r["memory_note"]})
     if notes:
         console.print("peak extra memory: " + "; ".join(notes))
+    goals = targets(result)
+    if goals:
+        table = Table(title="issue 7's targets, read from this run")
+        for col in ("target", "scope", "measured (worst)", "limit", "met"):
+            table.add_column(col)
+        for t in goals:
+            table.add_row(t["target"], t["scope"], f"{t['measured']:.2f}", f"{t['limit']:g}",
+                          "yes" if t["met"] else "[red]no[/]")
+        console.print(table)
 
 
 def plot(result: dict, path) -> None:
@@ -100,4 +110,62 @@ def markdown(result: dict, modules=None) -> str:
         backend = f"{key[2]} (peer)" if (eager or compiled)["is_peer"] else key[2]
         memory = " / ".join(_mb(r["memory_bytes"]) if r else "-" for r in (eager, compiled))
         lines.append(f"| {key[0]} | {key[1]} | {backend} | {key[3]} | {_cell(eager)} | {_cell(compiled)} | {memory} |")
+    return "\n".join(lines)
+
+
+# Issue 7's targets, read from a run (never asserted in tests). Each: what, the rows it reads, the limit.
+_FAMILY = {"se": "SE/ECA", "eca": "SE/ECA", "cbam": "CBAM"}
+
+
+def _tensor_bytes(row) -> int:
+    n, h, w, c = row["shape_nhwc"]
+    return n * h * w * c * 4
+
+
+def targets(result: dict) -> list[dict]:
+    """One line per target and scope: the measured worst case, the limit, and whether it is met.
+
+    - torch eager SE/ECA: time / timm's (paired) <= 1.05; torch eager CBAM: <= 0.6 (every module, layout, size);
+    - the best mode of each backend at size large: time / floor <= 1.5 (SE/ECA), <= 2 (CBAM);
+    - compiled / eager median time of the same backend, module, layout and size <= 1.05;
+    - peak extra memory minus the output: < 1/2 tensor (SE/ECA: no full-size temporary), <= 1 tensor (CBAM).
+    """
+    rows = [r for r in result["rows"] if not r["is_peer"] and r["median_s"]]
+    out = []
+
+    def add(target, scope, values, limit):
+        if values:
+            worst = max(values)
+            out.append({"target": target, "scope": scope, "measured": worst, "limit": limit, "met": worst <= limit})
+
+    for kind, limit in (("SE/ECA", 1.05), ("CBAM", 0.6)):
+        add(f"torch eager time / timm's, {kind}", "every module, layout, size",
+            [r["ratio_peer"] for r in rows if r["backend"] == "torch" and r["mode"] == "eager"
+             and _FAMILY[r["kind"]] == kind and r["ratio_peer"] is not None], limit)
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        for kind, limit in (("SE/ECA", 1.5), ("CBAM", 2.0)):
+            best = {}
+            for r in rows:
+                if r["backend"] == backend and r["size"] == "large" and _FAMILY[r["kind"]] == kind:
+                    best[r["module"]] = min(best.get(r["module"], math.inf), r["ratio_floor"])
+            add(f"{backend} best mode / floor, {kind}", "size large, worst module", list(best.values()), limit)
+        pairs = []
+        for r in rows:
+            if r["backend"] == backend and r["mode"] == "compiled":
+                eager = [e for e in rows if e["mode"] == "eager" and all(e[k] == r[k] for k in
+                                                                        ("backend", "module", "size", "layout"))]
+                pairs += [r["median_s"] / e["median_s"] for e in eager]
+        add(f"{backend} compiled / eager", "every module, layout, size", pairs, 1.05)
+    for kind, limit in (("SE/ECA", 0.5), ("CBAM", 1.0)):
+        add(f"peak extra memory minus the output, in tensors, {kind}", "measured cases",
+            [(r["memory_bytes"] - _tensor_bytes(r)) / _tensor_bytes(r) for r in rows
+             if r["memory_bytes"] is not None and _FAMILY[r["kind"]] == kind], limit)
+    return out
+
+
+def targets_markdown(result: dict) -> str:
+    lines = ["| target | scope | measured (worst) | limit | met |", "|---|---|---|---|---|"]
+    for t in targets(result):
+        lines.append(f"| {t['target']} | {t['scope']} | {t['measured']:.2f} | {t['limit']:g} | "
+                     f"{'yes' if t['met'] else '**no**'} |")
     return "\n".join(lines)

@@ -140,3 +140,40 @@ def test_unknown_size_and_backend_are_clear_errors(capsys):
         bench.run_bench(sizes=["huge"])
     with pytest.raises(bench.BenchError, match="unknown mode 'jit'"):
         bench.resolve(modes=["jit"])
+
+
+def _row(backend, module, mode, layout, median, floor, peer=None, memory=None, size="large", is_peer=False):
+    kind = module.split(".")[0].lower()
+    return {"backend": backend, "module": module, "kind": kind, "mode": mode, "layout": layout, "size": size,
+            "median_s": median, "ratio_floor": median / floor, "ratio_peer": peer, "memory_bytes": memory,
+            "is_peer": is_peer, "shape_nhwc": [2, 4, 4, 8]}
+
+
+def test_targets_read_the_worst_case_of_each_scope():
+    tensor = 2 * 4 * 4 * 8 * 4
+    rows = [
+        _row("torch", "SE", "eager", "nchw", 1.0, 1.0, peer=0.9, memory=tensor + 10),
+        _row("torch", "SE", "eager", "channels_last", 1.2, 1.0, peer=1.1),          # worst torch/timm: 1.1, missed
+        _row("torch", "SE", "compiled", "nchw", 1.3, 1.0, peer=1.0),                # compiled/eager 1.3, missed
+        _row("torch", "CBAM", "eager", "nchw", 2.5, 1.0, peer=0.5, memory=3 * tensor),  # 2 extra tensors, missed
+        _row("torch", "CBAM", "compiled", "nchw", 1.9, 1.0, peer=0.8),              # best mode 1.9 <= 2
+        _row("timm", "SE", "eager", "nchw", 1.0, 1.0, is_peer=True),                # peers are not targets
+        _row("jax", "ECA", "eager", "nhwc", 1.6, 1.0, size="medium"),               # not large: no floor target
+        _row("jax", "ECA", "compiled", "nhwc", 1.4, 1.0, size="large"),
+    ]
+    got = {t["target"]: t for t in report.targets({"rows": rows})}
+    assert got["torch eager time / timm's, SE/ECA"]["measured"] == pytest.approx(1.1)
+    assert not got["torch eager time / timm's, SE/ECA"]["met"]
+    assert got["torch eager time / timm's, CBAM"]["met"] and got["torch eager time / timm's, CBAM"]["limit"] == 0.6
+    assert got["torch best mode / floor, SE/ECA"]["measured"] == pytest.approx(1.0)
+    assert got["torch best mode / floor, CBAM"]["measured"] == pytest.approx(1.9)
+    assert got["torch best mode / floor, CBAM"]["met"]
+    assert got["torch compiled / eager"]["measured"] == pytest.approx(1.3) and not got["torch compiled / eager"]["met"]
+    assert got["jax best mode / floor, SE/ECA"]["measured"] == pytest.approx(1.4)
+    assert "jax compiled / eager" not in got  # no eager row of the same size to pair with
+    memory = got["peak extra memory minus the output, in tensors, CBAM"]
+    assert memory["measured"] == pytest.approx(2.0) and not memory["met"]
+    assert got["peak extra memory minus the output, in tensors, SE/ECA"]["met"]
+    assert not any(t["target"].startswith("timm") for t in report.targets({"rows": rows}))
+    assert "| torch compiled / eager | every module, layout, size | 1.30 | 1.05 | **no** |" in \
+        report.targets_markdown({"rows": rows})
