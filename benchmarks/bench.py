@@ -339,7 +339,8 @@ def _memory_system() -> dict:
         thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
     except OSError:
         thp = None
-    return {"transparent_hugepage": thp, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE")}
+    return {"transparent_hugepage": thp, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE"),
+            "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES")}
 
 
 def count_steps(repeats: int = 10, memory: bool = True, **request) -> int:

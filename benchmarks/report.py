@@ -63,7 +63,8 @@ def print_table(result: dict, console=None) -> None:
 
 
 def plot(result: dict, path) -> None:
-    """A bar chart of time / floor (log scale): one panel per size x module, one bar per backend x mode x layout."""
+    """A bar chart of time / floor: one panel per size x module, one bar per backend x mode x layout; the floor
+    (black line) and the best-mode target of issue 7 (red dashes: 1.5 for SE/ECA, 2 for CBAM)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,13 +80,16 @@ def plot(result: dict, path) -> None:
         colors = ["tab:gray" if r["is_peer"] else "tab:blue" if r["mode"] == "eager" else "tab:orange" for r in rows]
         ax.bar(range(len(rows)), [r["ratio_floor"] for r in rows], color=colors)
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_yscale("log")
+        if rows:  # issue 7's best-mode target for the family (read at size large)
+            ax.axhline(2.0 if rows[0]["kind"] == "cbam" else 1.5, color="tab:red", linewidth=0.8, linestyle="--")
+        ax.set_ylim(bottom=0)
         ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_ylabel("time / floor")
         ax.set_title(f"{module}, {size} {tuple(result['meta']['sizes'][size])} (N, H, W, C)", fontsize=9)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
-    fig.suptitle("attnport bench: time / bandwidth floor (blue eager, orange compiled, gray peers)")
+    fig.suptitle("attnport bench: time / bandwidth floor (blue eager, orange compiled, gray peers; "
+                 "red dashes: target)")
     fig.tight_layout()
     fig.savefig(path, format="png")
     plt.close(fig)

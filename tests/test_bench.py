@@ -114,7 +114,7 @@ def test_quick_runs_every_backend_mode_and_peer(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["meta"]["sizes"] == {"tiny": list(bench.SIZES["tiny"])}
     assert out["meta"]["warmup"] == 0 and out["meta"]["repeats"] == 1
-    assert {"transparent_hugepage", "THP_MEM_ALLOC_ENABLE"} == set(out["meta"]["memory_system"])
+    assert {"transparent_hugepage", "THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES"} == set(out["meta"]["memory_system"])
     got = {(r["backend"], r["mode"], r["layout"]) for r in out["rows"]}
     expected = {(b, m, lay) for b in ("torch", "timm", "torchvision") for m in ("eager", "compiled")
                 for lay in ("nchw", "channels_last")}
@@ -177,3 +177,16 @@ def test_targets_read_the_worst_case_of_each_scope():
     assert not any(t["target"].startswith("timm") for t in report.targets({"rows": rows}))
     assert "| torch compiled / eager | every module, layout, size | 1.30 | 1.05 | **no** |" in \
         report.targets_markdown({"rows": rows})
+
+
+def test_first_touch_measures_every_allocation_case(monkeypatch, capsys):
+    pytest.importorskip("torch")
+    pytest.importorskip("tensorflow")
+    pytest.importorskip("jax")
+    from benchmarks import first_touch
+
+    monkeypatch.setitem(bench.SIZES, "large", TINY)
+    result = first_touch.run(rounds=1)
+    assert result["tensor_bytes"] == math.prod(TINY) * 4
+    assert set(result["env"]) == {"THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES"}
+    assert len(result["median_ms"]) == 7 and all(v > 0 for v in result["median_ms"].values())

@@ -17,6 +17,23 @@ def test_readme_tolerance_table_is_current():
     assert tables.tolerance_table() in README
 
 
+def test_readme_bench_tables_are_the_committed_runs():
+    """The "Choosing a backend" tables are generated from the committed runs in benchmarks/results."""
+    import json
+
+    from benchmarks import report
+
+    results = pathlib.Path(__file__).parents[1] / "benchmarks" / "results"
+    for name in ("large.json", "large_hugepages.json"):
+        run = json.loads((results / name).read_text())
+        assert report.markdown(run, modules=("SE", "ECA", "CBAM")) in README, name
+    run = json.loads((results / "large.json").read_text())
+    assert report.targets_markdown(run) in README
+    assert run["meta"]["sizes"] == {"large": [32, 56, 56, 256]} and run["meta"]["repeats"] >= 10
+    assert (results / "large.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "benchmarks/results/large.png" in README
+
+
 def test_tolerance_follows_the_documented_derivation():
     # rtol = atol = K * u with K = 128 and u = eps/2, read from NumPy's finfo, not from the code under test
     for dtype, eps in (("float32", 2.0 ** -23), ("float64", 2.0 ** -52)):

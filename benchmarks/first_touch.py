@@ -1,0 +1,90 @@
+"""What a fresh output costs: writing a large tensor into new memory vs into memory already touched.
+
+    python -m benchmarks.first_touch [--json]
+    THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.first_touch
+
+The measurement behind README "Choosing a backend": on the benchmark machine the kernel's page faults on a
+fresh 103 MB output cost several times the write itself, which is what the modules' times are made of.
+Each case is ``y = 2 * x`` on the large bench tensor (float32, 32x56x56x256), median of interleaved rounds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+from .bench import SIZES, configure_threads
+
+
+def cases(x: np.ndarray) -> dict:
+    out = {"numpy, into a preallocated array": None, "numpy, new array": lambda: np.multiply(x, 2.0)}
+    pre = np.empty_like(x)
+    out["numpy, into a preallocated array"] = lambda: np.multiply(x, 2.0, out=pre)
+    import torch
+
+    from torch_impl import common
+
+    xt = torch.from_numpy(x)
+    prt = torch.empty_like(xt).zero_()
+    out["torch, into a preallocated tensor"] = lambda: torch.mul(xt, 2.0, out=prt)
+    out["torch, new tensor (torch's allocator)"] = lambda: xt * 2.0
+    out["torch, new tensor with huge pages (torch_impl fresh_like)"] = lambda: torch.mul(
+        xt, 2.0, out=common.fresh_like(xt))
+    import tensorflow as tf
+
+    xf = tf.constant(x)
+    double = tf.function(lambda t: t * 2.0, jit_compile=True)
+    out["tensorflow XLA, new tensor"] = lambda: double(xf).numpy()
+    import jax
+    import jax.numpy as jnp
+
+    xj = jnp.asarray(x)
+    jdouble = jax.jit(lambda t: t * 2.0)
+    out["jax.jit, new array"] = lambda: jdouble(xj).block_until_ready()
+    return out
+
+
+def run(rounds: int = 11) -> dict:
+    threads = configure_threads(None, {"torch", "tensorflow", "jax"})
+    x = np.random.default_rng(0).standard_normal(SIZES["large"], dtype=np.float32)
+    todo = cases(x)
+    times = {name: [] for name in todo}
+    for fn in todo.values():
+        fn()
+        fn()
+    for _ in range(rounds):
+        for name, fn in todo.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {"tensor_bytes": x.nbytes, "threads": threads,
+            "env": {k: os.environ.get(k) for k in ("THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES")},
+            "median_ms": {name: statistics.median(t) * 1e3 for name, t in times.items()}}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.first_touch", description=__doc__.split("\n")[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--rounds", type=int, default=11)
+    result = run(parser.parse_args(argv).rounds)
+    if parser.parse_args(argv).json:
+        print(json.dumps(result, indent=1))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"y = 2 * x, {result['tensor_bytes'] / 1e6:.0f} MB float32; env {result['env']}")
+    table.add_column("case")
+    table.add_column("median ms", justify="right")
+    for name, ms in result["median_ms"].items():
+        table.add_row(name, f"{ms:.1f}")
+    Console().print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
