@@ -1,6 +1,6 @@
 """The benchmark: cases (module x backend x mode x layout, plus peers), timing, the bandwidth floor, memory.
 
-Method (README "Benchmarks"):
+Method (README "Choosing a backend", benchmarks/README.md):
 
 - threads: one count ``n`` for every framework (default: the CPUs this process may run on).
   torch: ``set_num_threads(n)``, ``set_num_interop_threads(1)``; TensorFlow: ``tf.config.threading``
