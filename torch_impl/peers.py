@@ -13,11 +13,6 @@ from reference import peers
 
 from .bridge import build, export_params, load_params, to_numpy, to_torch
 
-# (activation class name, gate class name) of a peer SE -> the reference preset it matches
-_SE_FACTS = {("ReLU", "Sigmoid"): None, ("SiLU", "Sigmoid"): "efficientnet", ("ReLU", "Hardsigmoid"): "mobilenetv3",
-             ("Swish", "Sigmoid"): "efficientnet", ("ReLU", "HardSigmoid"): "mobilenetv3"}
-
-
 def _class(m) -> str:
     return type(m).__name__
 
@@ -26,17 +21,17 @@ def _presets(module: torch.nn.Module) -> dict:
     """``{prefix: preset}`` for the submodules whose class fixes facts the keys cannot."""
     out = {}
     for prefix, m in module.named_modules():
-        if _class(m) == "CecaModule":
-            out[prefix] = "circular"
+        if _class(m) in peers.MODULE_CLASS_PRESETS:
+            out[prefix] = peers.MODULE_CLASS_PRESETS[_class(m)]
         elif _class(m) in ("SqueezeExcite", "SqueezeExcitation"):
             act = getattr(m, "act1", None) or getattr(m, "activation", None)
             gate = getattr(m, "gate", None) or getattr(m, "scale_activation", None)
             key = (_class(act), _class(gate))
-            if key not in _SE_FACTS:
+            if key not in peers.SE_CLASS_PRESETS:
                 raise ValueError(f"{prefix or type(module).__name__}: no attnport preset computes "
                                  f"{key[0]} -> {key[1]}")
-            if _SE_FACTS[key]:
-                out[prefix] = _SE_FACTS[key]
+            if peers.SE_CLASS_PRESETS[key]:
+                out[prefix] = peers.SE_CLASS_PRESETS[key]
     return out
 
 

@@ -21,8 +21,19 @@ backends: `torch_impl.from_timm`/`from_torchvision`, `tf_impl.from_keras_applica
 from . import keras_applications, official_cbam, official_eca, timm, torchvision
 from .base import FACT_FIELDS, PRESETS, TRANSFORMS, Discovery, Extra, Leaf, ModuleTable, PeerLayout
 
+# Facts a live peer module's classes carry but its state_dict keys cannot (read by `torch_impl.from_timm` /
+# `from_torchvision`): timm's CecaModule is an EcaModule with circular padding; a timm SqueezeExcite or
+# torchvision SqueezeExcitation's (activation class, gate class) names the reference preset it computes
+# (None: the layout's default, plain ReLU -> sigmoid SE).
+MODULE_CLASS_PRESETS: dict[str, str] = {"CecaModule": "circular"}
+SE_CLASS_PRESETS: dict[tuple[str, str], str | None] = {
+    ("ReLU", "Sigmoid"): None,
+    ("SiLU", "Sigmoid"): "efficientnet", ("Swish", "Sigmoid"): "efficientnet",
+    ("ReLU", "Hardsigmoid"): "mobilenetv3", ("ReLU", "HardSigmoid"): "mobilenetv3",
+}
+
 LAYOUTS: dict[str, PeerLayout] = {layout.name: layout for layout in (
     timm.LAYOUT, torchvision.LAYOUT, official_eca.LAYOUT, official_cbam.LAYOUT, keras_applications.LAYOUT)}
 
-__all__ = ["LAYOUTS", "PeerLayout", "Discovery", "ModuleTable", "Leaf", "Extra", "TRANSFORMS", "PRESETS",
+__all__ = ["LAYOUTS", "MODULE_CLASS_PRESETS", "SE_CLASS_PRESETS", "PeerLayout", "Discovery", "ModuleTable", "Leaf", "Extra", "TRANSFORMS", "PRESETS",
            "FACT_FIELDS"]
