@@ -137,3 +137,23 @@ def test_fresh_like_asks_for_huge_pages_on_large_outputs():
         assert small.shape == (16, 16)
     else:
         assert common._madvise() is None
+
+
+@pytest.mark.parametrize("spec", spec_params([reference.SE(16), reference.ECA(16), reference.CBAM(16)]))
+def test_torch_func_transforms_and_empty_batches(spec):
+    """vmap and torch.func.grad wrap tensors without a storage: they must take the plain path and agree."""
+    from torch.func import grad, vmap
+
+    module = bridge.load_params(bridge.build(spec), spec.init_params(seed=0))
+    x = to_torch(make_input(spec, 3, (5, 5), "float32", "channels_first"))
+    with torch.no_grad():
+        assert not common.inference_path(module, x[:0])
+        assert module(x[:0]).shape == (0, *x.shape[1:])
+        batched = vmap(module)(torch.stack([x, 2 * x]))
+        reference.assert_within(batched.numpy(), torch.stack([module(x), module(2 * x)]).numpy(),
+                                reference.pair_tolerance("float32"), what="vmap")
+    module.requires_grad_(False)
+    by_func = grad(lambda t: (module(t) * t).sum())(x)
+    leaf = x.clone().requires_grad_()
+    (module(leaf) * leaf).sum().backward()
+    reference.assert_within(by_func.numpy(), leaf.grad.numpy(), reference.pair_tolerance("float32"), what="grad")

@@ -43,14 +43,23 @@ _PAGE = 4096
 
 
 def inference_path(module: torch.nn.Module, x: torch.Tensor) -> bool:
-    """True when the call needs no autograd graph and nobody traces, compiles or exports it, on the CPU.
+    """True when the call needs no autograd graph and nobody traces, compiles, exports or transforms it (vmap,
+    torch.func), on a plain non-empty CPU tensor.
 
     Only then do the modules write their output into a buffer of their own (`fresh_like`) and, for CBAM,
     work block by block (`cache_block`); every other call runs the plain formulation.
     """
     if x.device.type != "cpu" or module.training or torch.jit.is_tracing() or torch.compiler.is_compiling():
         return False
+    # a plain dense tensor: not a subclass (FakeTensor, DTensor, ...), not a torch.func (vmap/grad) wrapper
+    if type(x) is not torch.Tensor or x.layout != torch.strided or _functorch_wrapped(x) or x.shape[0] == 0:
+        return False
     return not (torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters())))
+
+
+def _functorch_wrapped(x: torch.Tensor) -> bool:
+    check = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check(x)) if check is not None else False
 
 
 @functools.lru_cache(maxsize=None)
