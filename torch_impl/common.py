@@ -35,7 +35,6 @@ def conv(layer: torch.nn.Conv1d | torch.nn.Conv2d, v: torch.Tensor) -> torch.Ten
     return fn(v, layer.weight.to(v.dtype), None, padding=layer.padding)
 
 
-
 # Outputs of at least this many bytes ask for transparent huge pages, as NumPy does for its large arrays.
 HUGE_PAGE_MIN_BYTES = 4 << 20
 _MADV_HUGEPAGE = 14  # <sys/mman.h>, Linux
@@ -78,8 +77,8 @@ def fresh_like(x: torch.Tensor) -> torch.Tensor:
     """``torch.empty_like(x)`` whose pages, when it is large and on Linux, are transparent huge pages.
 
     torch's CPU allocator maps a large tensor with 4 KiB pages, so the first write to a fresh output takes a
-    page fault every 4 KiB: on the benchmark machine that costs ~3x the write itself (README "Choosing a
-    backend"). ``madvise(MADV_HUGEPAGE)`` on the untouched buffer makes those faults 2 MiB each, as
+    page fault every 4 KiB: on the benchmark machine that costs several times the write itself (README
+    "Choosing a backend", ``python -m benchmarks.first_touch``). ``madvise(MADV_HUGEPAGE)`` on the untouched buffer makes those faults 2 MiB each, as
     ``THP_MEM_ALLOC_ENABLE=1`` does for every torch allocation. A refused advice is harmless and ignored.
     """
     out = torch.empty_like(x)
