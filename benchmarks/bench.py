@@ -35,6 +35,8 @@ import time
 
 import numpy as np
 
+from . import report
+
 SIZES = {"tiny": (2, 8, 8, 32), "small": (8, 14, 14, 64), "medium": (32, 28, 28, 128), "large": (32, 56, 56, 256)}  # N, H, W, C
 MODULES = ("SE", "SE.timm", "ECA", "ECA.timm", "CBAM", "CBAM.timm")
 MODES = ("eager", "compiled")
@@ -374,7 +376,7 @@ def run_bench(sizes=None, backends=None, modules=None, modes=None, peers=True, w
                "shape_nhwc": list(case.shape), "backend": case.target, "is_peer": case.is_peer, "mode": case.mode,
                "layout": case.layout, "floor_bytes": floor_bytes(spec.kind, case.shape), "floor_s": None,
                "warmup": warmup, "repeats": repeats, "calls_per_round": None, "median_s": None, "iqr_s": None, "times_s": [],
-               "compile_s": None, "ratio_floor": None, "peer": None, "ratio_peer": None, "memory_bytes": None,
+               "compile_s": None, "ratio_floor": None, "peer": None, "ratio_peer": None, "memory_bytes": None, "extra_bytes": None,
                "memory_note": None, "error": None}
         runner = None
         try:
@@ -413,6 +415,7 @@ def run_bench(sizes=None, backends=None, modules=None, modes=None, peers=True, w
             if memory:
                 try:
                     row["memory_bytes"], row["memory_note"] = runner[1](runner[0])
+                    row["extra_bytes"] = report.extra_bytes(row)
                 except Exception as exc:  # noqa: BLE001
                     row["memory_note"] = f"not measured: {type(exc).__name__}: {exc}"[:300]
         step()

@@ -23,7 +23,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = (2, 4, 4, 16)  # N, H, W, C
 ROW_FIELDS = {"module", "kind", "spec", "size", "shape_nhwc", "backend", "is_peer", "mode", "layout", "floor_bytes",
               "floor_s", "warmup", "repeats", "calls_per_round", "median_s", "iqr_s", "times_s", "compile_s", "ratio_floor", "peer", "ratio_peer",
-              "memory_bytes", "memory_note", "error"}
+              "memory_bytes", "extra_bytes", "memory_note", "error"}
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +55,8 @@ def test_json_structure(result):
         assert len(r["times_s"]) == 2 and min(r["times_s"]) <= r["median_s"] <= max(r["times_s"])
         assert 1 <= r["calls_per_round"] <= bench.MAX_CALLS_PER_ROUND
         assert isinstance(r["memory_bytes"], int) and r["memory_bytes"] >= 0 and r["memory_note"]
+        # extra = what the profiler saw beyond the output (SE keeps only O(N*C) besides it)
+        assert r["extra_bytes"] == max(0, r["memory_bytes"] - math.prod(TINY) * 4)
         assert r["is_peer"] == (r["backend"] == "timm")
 
 
@@ -171,9 +173,9 @@ def test_targets_read_the_worst_case_of_each_scope():
     assert got["torch compiled / eager"]["measured"] == pytest.approx(1.3) and not got["torch compiled / eager"]["met"]
     assert got["jax best mode / floor, SE/ECA"]["measured"] == pytest.approx(1.4)
     assert "jax compiled / eager" not in got  # no eager row of the same size to pair with
-    memory = got["peak extra memory minus the output, in tensors, CBAM"]
+    memory = got["peak extra memory, in full-size tensors, CBAM"]
     assert memory["measured"] == pytest.approx(2.0) and not memory["met"]
-    assert got["peak extra memory minus the output, in tensors, SE/ECA"]["met"]
+    assert got["peak extra memory, in full-size tensors, SE/ECA"]["met"]
     assert not any(t["target"].startswith("timm") for t in report.targets({"rows": rows}))
     assert "| torch compiled / eager | every module, layout, size | 1.30 | 1.05 | **no** |" in \
         report.targets_markdown({"rows": rows})
