@@ -7,8 +7,8 @@ from torch import nn
 
 import reference
 
-from .activations import GATES
 from . import common
+from .activations import GATES
 from .common import accumulation_dtype, check_tensor, conv, linear
 
 

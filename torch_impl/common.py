@@ -1,8 +1,10 @@
-"""What the torch modules share: input checks and the dtype policy of `reference.dtypes`."""
+"""What the torch modules share: input checks, the dtype policy of `reference.dtypes`, and the inference
+path (`inference_path`, `fresh_like`, `cache_block`; README "Choosing a backend")."""
 from __future__ import annotations
 
 import ctypes
 import functools
+import mmap
 import sys
 
 import torch
@@ -38,7 +40,7 @@ def conv(layer: torch.nn.Conv1d | torch.nn.Conv2d, v: torch.Tensor) -> torch.Ten
 # Outputs of at least this many bytes ask for transparent huge pages, as NumPy does for its large arrays.
 HUGE_PAGE_MIN_BYTES = 4 << 20
 _MADV_HUGEPAGE = 14  # <sys/mman.h>, Linux
-_PAGE = 4096
+_PAGE = mmap.PAGESIZE
 
 
 def inference_path(module: torch.nn.Module, x: torch.Tensor) -> bool:

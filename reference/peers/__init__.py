@@ -35,5 +35,5 @@ SE_CLASS_PRESETS: dict[tuple[str, str], str | None] = {
 LAYOUTS: dict[str, PeerLayout] = {layout.name: layout for layout in (
     timm.LAYOUT, torchvision.LAYOUT, official_eca.LAYOUT, official_cbam.LAYOUT, keras_applications.LAYOUT)}
 
-__all__ = ["LAYOUTS", "MODULE_CLASS_PRESETS", "SE_CLASS_PRESETS", "PeerLayout", "Discovery", "ModuleTable", "Leaf", "Extra", "TRANSFORMS", "PRESETS",
-           "FACT_FIELDS"]
+__all__ = ["LAYOUTS", "MODULE_CLASS_PRESETS", "SE_CLASS_PRESETS", "PeerLayout", "Discovery", "ModuleTable", "Leaf",
+           "Extra", "TRANSFORMS", "PRESETS", "FACT_FIELDS"]
