@@ -37,7 +37,8 @@ import numpy as np
 
 from . import report
 
-SIZES = {"tiny": (2, 8, 8, 32), "small": (8, 14, 14, 64), "medium": (32, 28, 28, 128), "large": (32, 56, 56, 256)}  # N, H, W, C
+SIZES = {"tiny": (2, 8, 8, 32), "small": (8, 14, 14, 64), "medium": (32, 28, 28, 128),  # N, H, W, C
+         "large": (32, 56, 56, 256)}
 MODULES = ("SE", "SE.timm", "ECA", "ECA.timm", "CBAM", "CBAM.timm")
 MODES = ("eager", "compiled")
 BACKENDS = ("torch", "tf", "jax")
@@ -375,9 +376,9 @@ def run_bench(sizes=None, backends=None, modules=None, modes=None, peers=True, w
         row = {"module": case.module, "kind": spec.kind, "spec": repr(spec), "size": case.size,
                "shape_nhwc": list(case.shape), "backend": case.target, "is_peer": case.is_peer, "mode": case.mode,
                "layout": case.layout, "floor_bytes": floor_bytes(spec.kind, case.shape), "floor_s": None,
-               "warmup": warmup, "repeats": repeats, "calls_per_round": None, "median_s": None, "iqr_s": None, "times_s": [],
-               "compile_s": None, "ratio_floor": None, "peer": None, "ratio_peer": None, "memory_bytes": None, "extra_bytes": None,
-               "memory_note": None, "error": None}
+               "warmup": warmup, "repeats": repeats, "calls_per_round": None, "median_s": None, "iqr_s": None,
+               "times_s": [], "compile_s": None, "ratio_floor": None, "peer": None, "ratio_peer": None,
+               "memory_bytes": None, "extra_bytes": None, "memory_note": None, "error": None}
         runner = None
         try:
             runner = RUNNERS[case.target](case.target, spec, inputs[case.size], case.mode, case.layout)

@@ -58,7 +58,8 @@ def print_table(result: dict, console=None) -> None:
     console.print(table)
     floors = sorted({(r["size"], r["kind"], r["floor_s"]) for r in result["rows"]})
     console.print(f"bandwidth: {bw['bytes_per_s'] / 1e9:.3g} GB/s (NumPy copy of {bw['tensor_bytes'] / 1e6:.3g} MB, "
-                  f"tensor bytes per copy time, median of {bw['repeats']}); floor = passes x tensor bytes / bandwidth, passes "
+                  f"tensor bytes per copy time, median of {bw['repeats']} rounds); floor = passes x tensor bytes / "
+                  f"bandwidth, passes "
                   f"{meta['passes']}: " + ", ".join(f"{s} {k} {f * 1e3:.3g} ms" for s, k, f in floors))
     console.print(f"threads: {meta['threads']}")
     notes = sorted({r["memory_note"] for r in result["rows"] if r["memory_note"]})

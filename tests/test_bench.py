@@ -22,8 +22,8 @@ from attnport.cli import main  # noqa: E402
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = (2, 4, 4, 16)  # N, H, W, C
 ROW_FIELDS = {"module", "kind", "spec", "size", "shape_nhwc", "backend", "is_peer", "mode", "layout", "floor_bytes",
-              "floor_s", "warmup", "repeats", "calls_per_round", "median_s", "iqr_s", "times_s", "compile_s", "ratio_floor", "peer", "ratio_peer",
-              "memory_bytes", "extra_bytes", "memory_note", "error"}
+              "floor_s", "warmup", "repeats", "calls_per_round", "median_s", "iqr_s", "times_s", "compile_s",
+              "ratio_floor", "peer", "ratio_peer", "memory_bytes", "extra_bytes", "memory_note", "error"}
 
 
 @pytest.fixture(scope="module")

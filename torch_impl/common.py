@@ -80,8 +80,9 @@ def fresh_like(x: torch.Tensor) -> torch.Tensor:
 
     torch's CPU allocator maps a large tensor with 4 KiB pages, so the first write to a fresh output takes a
     page fault every 4 KiB: on the benchmark machine that costs several times the write itself (README
-    "Choosing a backend", ``python -m benchmarks.first_touch``). ``madvise(MADV_HUGEPAGE)`` on the untouched buffer makes those faults 2 MiB each, as
-    ``THP_MEM_ALLOC_ENABLE=1`` does for every torch allocation. A refused advice is harmless and ignored.
+    "Choosing a backend", ``python -m benchmarks.first_touch``). ``madvise(MADV_HUGEPAGE)`` on the
+    untouched buffer makes those faults 2 MiB each, as ``THP_MEM_ALLOC_ENABLE=1`` does for every torch
+    allocation. A refused advice is harmless and ignored.
     """
     out = torch.empty_like(x)
     nbytes = out.untyped_storage().nbytes()
