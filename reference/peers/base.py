@@ -486,6 +486,15 @@ def batchnorm_leaves(peer: str) -> tuple:
             Leaf(f"{peer}.running_var", "bn.running_var", ndim=1))
 
 
+def mlp_leaves(reduce: str, expand: str, transform: str = "conv1x1", ndim: int = 4, optional_bias: bool = False,
+               sep: str = ".", weight: str = "weight") -> tuple:
+    """The channel MLP's reduce and expand layers at relative paths ``reduce`` and ``expand`` as the canonical
+    ``fc1.*`` and ``fc2.*`` leaves: each a weight (``transform``, rank ``ndim``) and a bias."""
+    return tuple(leaf for peer, fc in ((reduce, "fc1"), (expand, "fc2")) for leaf in (
+        Leaf(f"{peer}{sep}{weight}", f"{fc}.weight", transform, ndim=ndim),
+        Leaf(f"{peer}{sep}bias", f"{fc}.bias", optional=optional_bias, ndim=1)))
+
+
 def both_biases_or_neither(fc1_bias: str, fc2_bias: str) -> Callable[[dict], str | None]:
     """A check: the two FC biases come together (a spec has one ``bias`` switch for both)."""
 

@@ -20,16 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Leaf, ModuleTable, PeerLayout
+from .base import ModuleTable, PeerLayout, mlp_leaves
 
 
 def _se(name, source, reduce, expand, preset, scope):
     return ModuleTable(
         name, "se", source, join="_", scope=scope,
-        leaves=(Leaf(f"{reduce}/kernel", "fc1.weight", "keras_conv1x1", ndim=4),
-                Leaf(f"{reduce}/bias", "fc1.bias", ndim=1),
-                Leaf(f"{expand}/kernel", "fc2.weight", "keras_conv1x1", ndim=4),
-                Leaf(f"{expand}/bias", "fc2.bias", ndim=1)),
+        leaves=mlp_leaves(reduce, expand, "keras_conv1x1", sep="/", weight="kernel"),
         presets=(preset,),
     )
 

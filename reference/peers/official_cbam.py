@@ -10,12 +10,10 @@ no_spatial=True)`` (channel gate only) has no reference spec and is reported unr
 """
 from __future__ import annotations
 
-from .base import Extra, Leaf, ModuleTable, PeerLayout, batchnorm_leaves, num_batches_tracked, spatial_conv_check
+from .base import (Extra, Leaf, ModuleTable, PeerLayout, batchnorm_leaves, mlp_leaves, num_batches_tracked,
+                   spatial_conv_check)
 
-_CHANNEL = (Leaf("ChannelGate.mlp.1.weight", "fc1.weight", ndim=2),
-            Leaf("ChannelGate.mlp.1.bias", "fc1.bias", ndim=1),
-            Leaf("ChannelGate.mlp.3.weight", "fc2.weight", ndim=2),
-            Leaf("ChannelGate.mlp.3.bias", "fc2.bias", ndim=1))
+_CHANNEL = mlp_leaves("ChannelGate.mlp.1", "ChannelGate.mlp.3", transform="as_is", ndim=2)  # nn.Linear
 
 CBAM = ModuleTable(
     "CBAM", "cbam", "Jongchan/attention-module MODELS/cbam.py",

@@ -20,14 +20,11 @@ weights; timm's models do not use it, and a state dict cannot tell.
 from __future__ import annotations
 
 from .base import (Extra, Leaf, ModuleTable, PeerLayout, all_of, batchnorm_leaves, both_biases_or_neither,
-                   eca_conv_check, num_batches_tracked, spatial_conv_check)
+                   eca_conv_check, mlp_leaves, num_batches_tracked, spatial_conv_check)
 
 CBAM = ModuleTable(
     "CbamModule", "cbam", "timm/layers/cbam.py",
-    leaves=(Leaf("channel.fc1.weight", "fc1.weight", "conv1x1", ndim=4),
-            Leaf("channel.fc1.bias", "fc1.bias", optional=True, ndim=1),
-            Leaf("channel.fc2.weight", "fc2.weight", "conv1x1", ndim=4),
-            Leaf("channel.fc2.bias", "fc2.bias", optional=True, ndim=1),
+    leaves=(*mlp_leaves("channel.fc1", "channel.fc2", optional_bias=True),
             Leaf("spatial.conv.conv.weight", "conv.weight", ndim=4),
             *batchnorm_leaves("spatial.conv.bn")),
     extras=(Extra("spatial.conv.bn.num_batches_tracked", num_batches_tracked),),
@@ -38,10 +35,7 @@ CBAM = ModuleTable(
 
 SE = ModuleTable(
     "SEModule", "se", "timm/layers/squeeze_excite.py",
-    leaves=(Leaf("fc1.weight", "fc1.weight", "conv1x1", ndim=4),
-            Leaf("fc1.bias", "fc1.bias", optional=True, ndim=1),
-            Leaf("fc2.weight", "fc2.weight", "conv1x1", ndim=4),
-            Leaf("fc2.bias", "fc2.bias", optional=True, ndim=1)),
+    leaves=mlp_leaves("fc1", "fc2", optional_bias=True),
     presets=("timm",),
     unsupported=((r"bn\..*", "SEModule with a norm_layer between fc1 and the activation has no reference spec"),),
     check=both_biases_or_neither("fc1.bias", "fc2.bias"),
@@ -49,10 +43,7 @@ SE = ModuleTable(
 
 EFFICIENTNET_SE = ModuleTable(
     "SqueezeExcite", "se", "timm/models/_efficientnet_blocks.py",
-    leaves=(Leaf("conv_reduce.weight", "fc1.weight", "conv1x1", ndim=4),
-            Leaf("conv_reduce.bias", "fc1.bias", ndim=1),
-            Leaf("conv_expand.weight", "fc2.weight", "conv1x1", ndim=4),
-            Leaf("conv_expand.bias", "fc2.bias", ndim=1)),
+    leaves=mlp_leaves("conv_reduce", "conv_expand"),
     presets=("efficientnet", "mobilenetv3"),
     default_preset=False,
 )

@@ -8,14 +8,11 @@ R is ``squeeze_channels`` as given, read from the weight.
 """
 from __future__ import annotations
 
-from .base import Leaf, ModuleTable, PeerLayout
+from .base import ModuleTable, PeerLayout, mlp_leaves
 
 SE = ModuleTable(
     "SqueezeExcitation", "se", "torchvision/ops/misc.py",
-    leaves=(Leaf("fc1.weight", "fc1.weight", "conv1x1", ndim=4),
-            Leaf("fc1.bias", "fc1.bias", ndim=1),
-            Leaf("fc2.weight", "fc2.weight", "conv1x1", ndim=4),
-            Leaf("fc2.bias", "fc2.bias", ndim=1)),
+    leaves=mlp_leaves("fc1", "fc2"),
     presets=("torchvision", "efficientnet", "mobilenetv3"),
 )
 
