@@ -307,12 +307,6 @@ def matching_peer(row: dict, rows) -> dict | None:
     return None
 
 
-def _time_once(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def _time_calls(fn, calls: int) -> float:
     """Seconds per call of ``calls`` back-to-back calls."""
     start = time.perf_counter()
@@ -324,7 +318,7 @@ def _time_calls(fn, calls: int) -> float:
 def _calls_per_round(fn) -> int:
     """Back-to-back calls filling about ROUND_S (1 for a large tensor), so that a fast case is timed warm
     (its threads awake, its weights cached), as it runs inside a network, not cold after the other cases."""
-    estimate = min(_time_once(fn) for _ in range(3))
+    estimate = min(_time_calls(fn, 1) for _ in range(3))
     return max(1, min(MAX_CALLS_PER_ROUND, math.ceil(ROUND_S / max(estimate, 1e-9))))
 
 
@@ -382,7 +376,7 @@ def run_bench(sizes=None, backends=None, modules=None, modes=None, peers=True, w
         runner = None
         try:
             runner = RUNNERS[case.target](case.target, spec, inputs[case.size], case.mode, case.layout)
-            row["compile_s"] = _time_once(runner[0])
+            row["compile_s"] = _time_calls(runner[0], 1)
             for _ in range(warmup):
                 runner[0]()
             row["calls_per_round"] = _calls_per_round(runner[0])

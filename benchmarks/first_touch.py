@@ -21,9 +21,9 @@ from .bench import SIZES, configure_threads
 
 
 def cases(x: np.ndarray) -> dict:
-    out = {"numpy, into a preallocated array": None, "numpy, new array": lambda: np.multiply(x, 2.0)}
     pre = np.empty_like(x)
-    out["numpy, into a preallocated array"] = lambda: np.multiply(x, 2.0, out=pre)
+    out = {"numpy, into a preallocated array": lambda: np.multiply(x, 2.0, out=pre),
+           "numpy, new array": lambda: np.multiply(x, 2.0)}
     import torch
 
     from torch_impl import common
@@ -70,8 +70,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.first_touch", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--rounds", type=int, default=11)
-    result = run(parser.parse_args(argv).rounds)
-    if parser.parse_args(argv).json:
+    args = parser.parse_args(argv)
+    result = run(args.rounds)
+    if args.json:
         print(json.dumps(result, indent=1))
         return 0
     from rich.console import Console
