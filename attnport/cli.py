@@ -320,12 +320,9 @@ def main(argv=None) -> int:
     ver.add_argument("--spec", required=True, help='what it should compute, e.g. "SE(channels=64, ratio=16)"')
     ver.add_argument("--data-format", choices=("channels_last", "channels_first"), default=None)
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
-    try:  # `attnport bench` lives in the `benchmarks` package (benchmarks/command.py)
-        from benchmarks.command import add_parser as add_bench_parser
-    except ImportError:
-        add_bench_parser = None
-    if add_bench_parser is not None:
-        add_bench_parser(sub)
+    from .bench.command import add_parser as add_bench_parser
+
+    add_bench_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bench":
         return args.run(args)

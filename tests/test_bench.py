@@ -4,20 +4,14 @@ Speed is never asserted: only that times exist, are positive and finite, and tha
 ratios follow from the measured bandwidth. One module (SE) in torch eager plus the timm peer, on a
 tiny tensor, with 1 warm-up and 2 timed calls.
 """
-import importlib.util
 import json
 import math
-import pathlib
-import sys
 
 import pytest
 
-if importlib.util.find_spec("benchmarks") is None:  # until the package list names `benchmarks`
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-
-from benchmarks import bench, report  # noqa: E402
-
-from attnport.cli import main  # noqa: E402
+from attnport.bench import core as bench
+from attnport.bench import report
+from attnport.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TINY = (2, 4, 4, 16)  # N, H, W, C
@@ -185,7 +179,7 @@ def test_first_touch_measures_every_allocation_case(monkeypatch, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("tensorflow")
     pytest.importorskip("jax")
-    from benchmarks import first_touch
+    from attnport.bench import first_touch
 
     monkeypatch.setitem(bench.SIZES, "large", TINY)
     result = first_touch.run(rounds=1)

@@ -21,7 +21,7 @@ def test_readme_bench_tables_are_the_committed_runs():
     """The "Choosing a backend" tables are generated from the committed runs in benchmarks/results."""
     import json
 
-    from benchmarks import report
+    from attnport.bench import report
 
     results = pathlib.Path(__file__).parents[1] / "benchmarks" / "results"
     for name in ("large.json", "large_hugepages.json"):

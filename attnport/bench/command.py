@@ -36,7 +36,7 @@ def run(args) -> int:
     from rich.progress import Progress
 
     from . import report
-    from .bench import BenchError, count_steps, run_bench
+    from .core import BenchError, count_steps, run_bench
 
     if args.quick:
         args.size, args.warmup, args.repeats = args.size or ["tiny"], 0, 1

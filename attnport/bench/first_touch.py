@@ -1,7 +1,7 @@
 """What a fresh output costs: writing a large tensor into new memory vs into memory already touched.
 
-    python -m benchmarks.first_touch [--json]
-    THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m benchmarks.first_touch
+    python -m attnport.bench.first_touch [--json]
+    THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m attnport.bench.first_touch
 
 The measurement behind README "Choosing a backend": on the benchmark machine the kernel's page faults on a
 fresh 103 MB output cost several times the write itself, which is what the modules' times are made of.
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from .bench import SIZES, configure_threads
+from .core import SIZES, configure_threads
 
 
 def cases(x: np.ndarray) -> dict:
@@ -67,7 +67,7 @@ def run(rounds: int = 11) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.first_touch", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m attnport.bench.first_touch", description=__doc__.split("\n")[0])
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args(argv)

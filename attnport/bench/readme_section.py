@@ -3,8 +3,8 @@
     attnport bench --size large --repeats 15 --json --plot benchmarks/results/large.png > benchmarks/results/large.json
     THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 attnport bench --size large --repeats 15 --json \
         --plot benchmarks/results/large_hugepages.png > benchmarks/results/large_hugepages.json
-    python -m benchmarks.first_touch --json > benchmarks/results/first_touch.json     (and the same with the switches)
-    python -m benchmarks.readme_section
+    python -m attnport.bench.first_touch --json > benchmarks/results/first_touch.json     (and the same with the switches)
+    python -m attnport.bench.readme_section
 
 The tables are generated (and `tests/test_docs.py` checks them against the JSON); the prose quotes numbers
 read from the same runs. Re-read the prose after a new run: a conclusion can change with the numbers.
@@ -12,10 +12,10 @@ read from the same runs. Re-read the prose after a new run: a conclusion can cha
 import json
 import pathlib
 
-from benchmarks import report
-from benchmarks.report import _mb
+from attnport.bench import report
+from attnport.bench.report import _mb
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -43,7 +43,7 @@ section = f'''## Choosing a backend
 
 ### The benchmark: `attnport bench`
 
-`attnport bench` (code in `benchmarks/`, full method in `benchmarks/README.md`) times every module (SE,
+`attnport bench` (code in `attnport/bench/`, full method in `benchmarks/README.md`) times every module (SE,
 ECA, CBAM: the article defaults and the timm presets) in every installed backend and mode — eager;
 `tf.function(jit_compile=True)`, `jax.jit`, `torch.compile`; torch on NCHW and on `channels_last` —
 beside the peers (timm `SEModule`/`EcaModule`/`CbamModule`, torchvision `SqueezeExcitation`, a Keras
@@ -63,12 +63,12 @@ applications-style functional SE block) and the memory-bandwidth floor, all in o
   executable, so those cells stay empty ("-").
 - `--json` prints everything (raw per-round times included), `--plot FILE.png` draws time / floor per
   module × backend × mode, `--quick` is a smoke run (size tiny, 1 round; the tests run it). After the
-  table the command prints issue 7's targets as read from the run (`benchmarks.report.targets`).
+  table the command prints issue 7's targets as read from the run (`attnport.bench.report.targets`).
 
 ```bash
 attnport bench --size large --repeats 15 --json --plot bench.png   # sizes: tiny, small (default), medium, large
 THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 attnport bench --size large   # huge pages, see below
-python -m benchmarks.first_touch                                     # what a fresh output costs (below)
+python -m attnport.bench.first_touch                                     # what a fresh output costs (below)
 ```
 
 Speed is never asserted in tests: `tests/test_bench.py` checks the machinery only (fields, floor
@@ -87,7 +87,7 @@ the JSON). The machine is a shared VM: IQRs of 10–30 % are common, so read rat
 
 ![time / floor per module, backend and mode](benchmarks/results/large.png)
 
-**Issue 7's targets, read from this run** (`benchmarks.report.targets`; peak extra memory in full-size
+**Issue 7's targets, read from this run** (`attnport.bench.report.targets`; peak extra memory in full-size
 tensors):
 
 ''' + report.targets_markdown(big) + f'''
@@ -95,7 +95,7 @@ tensors):
 ### Why: a fresh output costs more than the work
 
 Every module returns a new tensor, and on this machine the first write to fresh memory dominates.
-`python -m benchmarks.first_touch` (`benchmarks/results/first_touch*.json`) times `y = 2 * x` on the
+`python -m attnport.bench.first_touch` (`benchmarks/results/first_touch*.json`) times `y = 2 * x` on the
 large tensor:
 
 | case | default | `THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1` |

@@ -1,4 +1,4 @@
 """`attnport bench`: timing of the SE/ECA/CBAM backends against peers and the memory-bandwidth floor.
 
-`bench` holds the cases, the timing and the floor; `report` prints the table, the JSON and the plot.
+`core` holds the cases, the timing and the floor; `report` prints the table, the JSON and the plot.
 """
