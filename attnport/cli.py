@@ -250,7 +250,7 @@ def _verify(args) -> int:
 
     from .files import BadInput
     from .specparse import parse_spec
-    from .verify import verify
+    from .verification import verify
 
     try:
         spec = parse_spec(args.spec)
@@ -288,18 +288,18 @@ def main(argv=None) -> int:
     out = check.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
     out.add_argument("--markdown", action="store_true", help="print rows as a Markdown table")
-    from .convert import LAYOUTS
+    from .convert import FILE_LAYOUTS
 
     inspect = sub.add_parser("inspect", help="list the attention modules a weight file holds")
     inspect.add_argument("file")
-    inspect.add_argument("--from", dest="layout", choices=LAYOUTS, help="the file's layout (default: from the file)")
+    inspect.add_argument("--from", dest="layout", choices=FILE_LAYOUTS, help="the file's layout (default: from the file)")
     inspect.add_argument("--json", action="store_true")
     _add_discovery_options(inspect)
     conv = sub.add_parser("convert", help="convert every recognized attention module to another layout")
     conv.add_argument("src")
     conv.add_argument("dst", help="output .safetensors file")
-    conv.add_argument("--from", dest="layout_from", choices=LAYOUTS, help="the source layout (default: from the file)")
-    conv.add_argument("--to", required=True, choices=LAYOUTS)
+    conv.add_argument("--from", dest="layout_from", choices=FILE_LAYOUTS, help="the source layout (default: from the file)")
+    conv.add_argument("--to", required=True, choices=FILE_LAYOUTS)
     conv.add_argument("--keep-rest", action="store_true", help="copy non-attention keys between same-framework layouts")
     conv.add_argument("--force", action="store_true", help="overwrite DST")
     _add_discovery_options(conv)
@@ -308,8 +308,8 @@ def main(argv=None) -> int:
                                      "otherwise, 2 for bad input.")
     dif.add_argument("a", help="the reference file")
     dif.add_argument("b", help="the file compared with it")
-    dif.add_argument("--from-a", choices=LAYOUTS, help="A's layout (default: from the file)")
-    dif.add_argument("--from-b", choices=LAYOUTS, help="B's layout (default: from the file)")
+    dif.add_argument("--from-a", choices=FILE_LAYOUTS, help="A's layout (default: from the file)")
+    dif.add_argument("--from-b", choices=FILE_LAYOUTS, help="B's layout (default: from the file)")
     dif.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
     dif.add_argument("--rtol", type=float, default=0.0, help="tolerance relative to |A| (default 0: exact)")
     dif.add_argument("--json", action="store_true", help="print the comparison as JSON")

@@ -21,9 +21,9 @@ import numpy as np
 from . import checkpoint
 from .files import BadInput, read_weights
 
-OWN_LAYOUTS = ("canonical", "keras", "flax")
-PEER_LAYOUTS = ("timm", "torchvision", "official-eca", "official-cbam", "keras-applications")
-LAYOUTS = OWN_LAYOUTS + PEER_LAYOUTS
+OWN_FILE_LAYOUTS = ("canonical", "keras", "flax")
+PEER_FILE_LAYOUTS = ("timm", "torchvision", "official-eca", "official-cbam", "keras-applications")
+FILE_LAYOUTS = OWN_FILE_LAYOUTS + PEER_FILE_LAYOUTS
 # Layouts whose files hold torch state-dict keys: --keep-rest passes other keys through between them.
 FRAMEWORK_OF = {"timm": "torch", "torchvision": "torch", "official-eca": "torch", "official-cbam": "torch",
                 "keras-applications": "keras", "keras": "keras", "flax": "flax", "canonical": None}
@@ -43,7 +43,7 @@ class Found:
 def _peer(layout: str):
     from reference import peers  # noqa: PLC0415 - the peer tables load only when a peer layout is used
 
-    return peers.LAYOUTS[layout]
+    return peers.PEER_LAYOUTS[layout]
 
 
 def discover(path, layout: str | None = None, *, preset=None, channels=None, keras_model=None) -> Found:
@@ -57,10 +57,10 @@ def discover(path, layout: str | None = None, *, preset=None, channels=None, ker
     layout = layout or declared
     if layout is None:
         raise BadInput(f"{path}: the file does not say which layout it holds; pass --from "
-                       f"({', '.join(LAYOUTS)})")
-    if layout not in LAYOUTS:
-        raise BadInput(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if layout in OWN_LAYOUTS:
+                       f"({', '.join(FILE_LAYOUTS)})")
+    if layout not in FILE_LAYOUTS:
+        raise BadInput(f"unknown layout {layout!r}; choose one of {', '.join(FILE_LAYOUTS)}")
+    if layout in OWN_FILE_LAYOUTS:
         if metadata.get("format") != checkpoint.FORMAT:
             raise BadInput(f"{path}: --from {layout} needs an attnport file; this one has no attnport metadata")
         try:
@@ -83,8 +83,8 @@ def convert(src, dst, to: str, *, layout: str | None = None, keep_rest: bool = F
     weights are copied unchanged when source and target hold the same framework's keys; otherwise
     they are only reported (``found.unrecognized``).
     """
-    if to not in LAYOUTS:
-        raise BadInput(f"unknown layout {to!r}; choose one of {', '.join(LAYOUTS)}")
+    if to not in FILE_LAYOUTS:
+        raise BadInput(f"unknown layout {to!r}; choose one of {', '.join(FILE_LAYOUTS)}")
     found = discover(src, layout, preset=preset, channels=channels, keras_model=keras_model)
     if not found.bundle:
         raise BadInput(f"{src}: no attention module recognized in the {found.layout} layout")
@@ -95,7 +95,7 @@ def convert(src, dst, to: str, *, layout: str | None = None, keep_rest: bool = F
             raise BadInput(f"--keep-rest: the other {len(found.unrecognized)} keys are {found.layout} keys and "
                            f"cannot pass into a {to} file unchanged; drop --keep-rest to only report them")
         passed = found.unrecognized
-    if to in OWN_LAYOUTS:
+    if to in OWN_FILE_LAYOUTS:
         if passed:
             raise BadInput("--keep-rest: attnport's own files hold attention modules only")
         summary = checkpoint.save(dst, found.bundle, force=force, layout=to)

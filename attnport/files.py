@@ -54,7 +54,7 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
         import torch
     except ImportError:
         raise BadInput(f"{path}: reading torch files needs torch (pip install 'attnport[torch]')") from None
-    from torch_impl.bridge import to_numpy
+    from torch_impl.adapter import to_numpy
 
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)  # never weights_only=False

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import reference
 
+from .backends import BY_LAYOUT
+
 _SYMBOLIC = {"se": reference.SE(channels=24), "eca": reference.ECA(channels=512), "cbam": reference.CBAM(channels=48)}
 _SYMBOLS = {"se": {24: "C", 6: "R"}, "eca": {512: "C", 5: "k"}, "cbam": {48: "C", 3: "R", 7: "k"}}
-_TITLES = {"torch": "PyTorch (`torch_impl`)", "keras": "Keras (`tf_impl`)", "flax": "Flax NNX (`jax_impl`)"}
 
 
 def _symbolic(kind: str, shape) -> str:
@@ -19,7 +20,7 @@ def _perm(perm) -> str:
 
 def weight_table() -> str:
     """The canonical weight table: one row per canonical parameter, one column per framework."""
-    head = ["module", "canonical name", "shape", "meaning"] + [_TITLES[f] for f in reference.FRAMEWORKS]
+    head = ["module", "canonical name", "shape", "meaning"] + [BY_LAYOUT[f].title for f in reference.FRAMEWORKS]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for kind, spec in _SYMBOLIC.items():
         for info in spec.param_table():

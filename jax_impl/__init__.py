@@ -1,8 +1,8 @@
-"""attnport's Flax NNX implementations: `SEBlock`, `ECABlock`, `CBAMBlock` and the bridge functions."""
-from .bridge import FRAMEWORK, MODULES, apply, build, export_params, load_params, vjp, x64_scope
+"""attnport's Flax NNX implementations: `SEBlock`, `ECABlock`, `CBAMBlock`, the adapter and the bridge functions."""
+from .adapter import ADAPTER, MODULES, apply, build, export_params, load_params, vjp, x64_scope
 from .cbam import CBAMBlock
 from .eca import ECABlock
 from .se import SEBlock
 
-__all__ = ["SEBlock", "ECABlock", "CBAMBlock", "FRAMEWORK", "MODULES", "build", "load_params", "export_params", "apply", "vjp",
+__all__ = ["SEBlock", "ECABlock", "CBAMBlock", "ADAPTER", "MODULES", "build", "load_params", "export_params", "apply", "vjp",
            "x64_scope"]

@@ -10,7 +10,7 @@ from .cbam import CBAM, swap_spatial_order
 from .dtypes import SUPPORTED as SUPPORTED_DTYPES
 from .dtypes import accumulation_dtype, numpy_dtype
 from .eca import ECA, eca_kernel_size
-from .forward import forward, train_forward
+from .oracle import forward, train_forward
 from .layout import FRAMEWORKS, ParamInfo, bn_momentum, from_native, native, native_shape, to_native
 from .rules import make_divisible, round_half_up
 from .se import SE, se_reduced_width
@@ -18,7 +18,7 @@ from .tolerance import (Tolerance, assert_within, errors, gradient_tolerance, pa
                         unit_roundoff, within)
 from .validation import (DATA_FORMATS, ParamError, check_castable, check_input, check_input_dtype, check_params,
                          is_float_dtype)
-from .vjp import vjp
+from .gradients import vjp
 
 SPECS = {cls.kind: cls for cls in (SE, ECA, CBAM)}
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations
+from . import activations, ops
 from .layout import ParamInfo
 from .rules import floor_width, round_half_up
 from .spec_base import SpecBase, check_int, check_odd_kernel
@@ -71,7 +71,7 @@ class CBAM(SpecBase):
             self._set(field, float(v))
         self._set("gate", activations.canonical_name(self.gate, activations.GATES, "gate"))
 
-    # --- presets (README "Presets"; NOTES §4) ---
+    # --- presets (README "Presets"; upstream: timm/layers/cbam.py, Jongchan/attention-module MODELS/cbam.py) ---
     @classmethod
     def official(cls, channels: int) -> "CBAM":
         """Jongchan/attention-module: Linear MLP with bias, width C // 16, cat(max, mean), 7x7 conv,
@@ -122,12 +122,32 @@ def swap_spatial_order(spec: CBAM, params: dict) -> tuple[CBAM, dict]:
     return replace(spec, spatial_order=spec.spatial_order[::-1]), new
 
 
-def _conv2d_same(s: np.ndarray, w: np.ndarray, pad: int) -> np.ndarray:
-    """[N, H, W, Cin] * weight [1, Cin, k, k] -> [N, H, W], zero padding, cross-correlation."""
-    padded = np.pad(s, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    k = w.shape[-1]
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (k, k), axis=(1, 2))  # [N, H, W, Cin, k, k]
-    return np.einsum("nhwcij,cij->nhw", windows, w[0])
+def channel_logits(p: dict, x: np.ndarray, pool: str = "mean") -> np.ndarray:
+    """The channel branch's logits [N, C]: the shared MLP of the average (``pool``) and the max over H, W."""
+    return ops.channel_mlp(p, ops.global_pool(x, pool)) + ops.channel_mlp(p, ops.global_pool(x, "max"))
+
+
+def spatial_stats(spec: CBAM, x1: np.ndarray, mean: str = "mean") -> np.ndarray:
+    """[N, H, W, C] -> [N, H, W, 2]: max and mean (``mean``) over C, stacked in ``spec.spatial_order``."""
+    stats = {"max": ops.channel_pool(x1, "max"), "mean": ops.channel_pool(x1, mean)}
+    return np.stack([stats[name] for name in spec.spatial_order], axis=-1)
+
+
+def spatial_conv(spec: CBAM, p: dict, s: np.ndarray) -> np.ndarray:
+    """[N, H, W, 2] -> [N, H, W]: the k x k spatial conv, zero 'same' padding, no bias."""
+    return ops.conv2d_same(s, p["conv.weight"], spec.padding)
+
+
+def bn_normalize(spec: CBAM, p: dict, z: np.ndarray, mean: float, var: float) -> np.ndarray:
+    """BatchNorm of the spatial map with the given statistics: (z - mean) / sqrt(var + eps) * gamma + beta."""
+    return (z - mean) / np.sqrt(var + spec.bn_eps) * p["bn.weight"][0] + p["bn.bias"][0]
+
+
+def bn_inference(spec: CBAM, p: dict, z: np.ndarray) -> np.ndarray:
+    """The spatial BatchNorm in inference mode (running statistics); the identity without ``spatial_norm``."""
+    if not spec.spatial_norm:
+        return z
+    return bn_normalize(spec, p, z, p["bn.running_mean"][0], p["bn.running_var"][0])
 
 
 def bn_batch_statistics(z: np.ndarray) -> tuple[float, float, float]:
@@ -154,22 +174,15 @@ def cbam_forward(spec: CBAM, p: dict, x: np.ndarray, training: bool = False, upd
     new running statistics in it (see `bn_batch_statistics`).
     """
     gate = activations.GATES[spec.gate]
-
-    def mlp(v):
-        h = activations.relu(v @ p["fc1.weight"].T + p.get("fc1.bias", 0.0))
-        return h @ p["fc2.weight"].T + p.get("fc2.bias", 0.0)
-
-    mc = gate(mlp(x.mean(axis=(1, 2))) + mlp(x.max(axis=(1, 2))))
-    x1 = x * mc[:, None, None, :]
-    stats = {"max": x1.max(axis=-1), "mean": x1.mean(axis=-1)}
-    z = _conv2d_same(np.stack([stats[name] for name in spec.spatial_order], axis=-1), p["conv.weight"], spec.padding)
-    if spec.spatial_norm:
-        mean, var = p["bn.running_mean"][0], p["bn.running_var"][0]
-        if training:
-            mean, var, unbiased_var = bn_batch_statistics(z)
-            if updates is not None:
-                m = spec.bn_momentum
-                updates["bn.running_mean"] = (1 - m) * p["bn.running_mean"] + m * mean
-                updates["bn.running_var"] = (1 - m) * p["bn.running_var"] + m * unbiased_var
-        z = (z - mean) / np.sqrt(var + spec.bn_eps) * p["bn.weight"][0] + p["bn.bias"][0]
+    x1 = ops.scale_channels(x, gate(channel_logits(p, x)))
+    z = spatial_conv(spec, p, spatial_stats(spec, x1))
+    if spec.spatial_norm and training:
+        mean, var, unbiased_var = bn_batch_statistics(z)
+        if updates is not None:
+            m = spec.bn_momentum
+            updates["bn.running_mean"] = (1 - m) * p["bn.running_mean"] + m * mean
+            updates["bn.running_var"] = (1 - m) * p["bn.running_var"] + m * unbiased_var
+        z = bn_normalize(spec, p, z, mean, var)
+    else:
+        z = bn_inference(spec, p, z)
     return x1 * gate(z)[..., None]

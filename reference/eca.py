@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations
+from . import activations, ops
 from .layout import ParamInfo
 from .spec_base import SpecBase, check_choice, check_int, check_odd_kernel
 
@@ -71,7 +71,7 @@ class ECA(SpecBase):
             self._set("kernel_size", check_odd_kernel("kernel_size", self.kernel_size))
         check_choice("padding_mode", self.padding_mode, PADDING_MODES)
 
-    # --- presets (README "Presets"; NOTES §3) ---
+    # --- presets (README "Presets"; upstream: timm/layers/eca.py, BangguWu/ECANet models/eca_module.py) ---
     @classmethod
     def paper(cls, channels: int) -> "ECA":
         """The paper's and the article's rule: k from `eca_kernel_size`, zero padding."""
@@ -105,11 +105,18 @@ class ECA(SpecBase):
                           "channel conv kernel [out=1, in=1, k], cross-correlation, no bias", k)]
 
 
-def eca_forward(spec: ECA, p: dict, x: np.ndarray) -> np.ndarray:
-    """float64 forward on channels-last ``x`` [N, H, W, C] with float64 canonical params ``p``."""
-    s = x.mean(axis=(1, 2))
+def eca_windows(spec: ECA, s: np.ndarray) -> np.ndarray:
+    """Pooled [N, C] -> the conv's windows [N, C, k] over the padded channel axis (zeros or wrapped)."""
     pad = spec.padding
     padded = np.pad(s, ((0, 0), (pad, pad)), mode="wrap" if spec.padding_mode == "circular" else "constant")
-    windows = np.lib.stride_tricks.sliding_window_view(padded, spec.kernel_size, axis=1)
-    z = windows @ p["conv.weight"][0, 0]  # cross-correlation: no kernel flip
-    return x * activations.sigmoid(z)[:, None, None, :]
+    return np.lib.stride_tricks.sliding_window_view(padded, spec.kernel_size, axis=1)
+
+
+def eca_logits(spec: ECA, p: dict, s: np.ndarray) -> np.ndarray:
+    """Pooled [N, C] -> the gate's logits [N, C]: the 1-D cross-correlation (no kernel flip) over channels."""
+    return eca_windows(spec, s) @ p["conv.weight"][0, 0]
+
+
+def eca_forward(spec: ECA, p: dict, x: np.ndarray) -> np.ndarray:
+    """float64 forward on channels-last ``x`` [N, H, W, C] with float64 canonical params ``p``."""
+    return ops.scale_channels(x, activations.sigmoid(eca_logits(spec, p, ops.global_pool(x))))

@@ -34,15 +34,15 @@ class Native:
     perm: tuple | None = None
 
 
-# kind -> framework -> Native. NOTES §5: torch->Keras/Flax is .T for linear, (2,1,0) for conv1d.
-LAYOUTS: dict[str, dict[str, Native]] = {
+# kind -> framework -> Native (README "Canonical weight table"): torch->Keras/Flax is .T for linear, (2,1,0) for conv1d.
+KIND_LAYOUTS: dict[str, dict[str, Native]] = {
     "linear": {"torch": Native("weight"), "keras": Native("kernel", (1, 0)), "flax": Native("kernel", (1, 0))},
     "conv1d": {"torch": Native("weight"), "keras": Native("kernel", (2, 1, 0)),
                "flax": Native("kernel", (2, 1, 0))},
     "conv2d": {"torch": Native("weight"), "keras": Native("kernel", (2, 3, 1, 0)),
                "flax": Native("kernel", (2, 3, 1, 0))},
     "bias": {"torch": Native("bias"), "keras": Native("bias"), "flax": Native("bias")},
-    # BatchNorm (NOTES §4-5): Flax keeps mean/var in the `batch_stats` collection (nnx.BatchStat).
+    # BatchNorm: Flax keeps mean/var in the `batch_stats` collection (nnx.BatchStat).
     "bn_scale": {"torch": Native("weight"), "keras": Native("gamma"), "flax": Native("scale")},
     "bn_shift": {"torch": Native("bias"), "keras": Native("beta"), "flax": Native("bias")},
     "bn_mean": {"torch": Native("running_mean"), "keras": Native("moving_mean"), "flax": Native("mean")},
@@ -65,7 +65,7 @@ def native(info: ParamInfo, framework: str) -> tuple[str, tuple | None]:
     """Native variable path (dotted) and permutation of canonical ``info`` in ``framework``."""
     if framework not in FRAMEWORKS:
         raise ValueError(f"unknown framework {framework!r}; choose one of {FRAMEWORKS}")
-    where = LAYOUTS[info.kind][framework]
+    where = KIND_LAYOUTS[info.kind][framework]
     module_path = info.name.rsplit(".", 1)[0]
     return f"{module_path}.{where.leaf}", where.perm
 

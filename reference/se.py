@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activations
+from . import activations, ops
 from .layout import ParamInfo
 from .rules import floor_width, make_divisible
 from .spec_base import SpecBase, check_int
@@ -50,7 +50,7 @@ class SE(SpecBase):
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be True or False, got {self.bias!r}")
 
-    # --- presets (README "Presets"; NOTES §2) ---
+    # --- presets (README "Presets"; upstream: timm/layers/squeeze_excite.py, torchvision/ops/misc.py) ---
     @classmethod
     def article(cls, channels: int) -> "SE":
         """The article's Keras code: ratio 4, ReLU, sigmoid."""
@@ -97,8 +97,5 @@ class SE(SpecBase):
 
 def se_forward(spec: SE, p: dict, x: np.ndarray) -> np.ndarray:
     """float64 forward on channels-last ``x`` [N, H, W, C] with float64 canonical params ``p``."""
-    s = x.mean(axis=(1, 2))
-    h = s @ p["fc1.weight"].T + p.get("fc1.bias", 0.0)
-    h = activations.ACTIVATIONS[spec.activation](h)
-    z = h @ p["fc2.weight"].T + p.get("fc2.bias", 0.0)
-    return x * activations.GATES[spec.gate](z)[:, None, None, :]
+    z = ops.channel_mlp(p, ops.global_pool(x), spec.activation)
+    return ops.scale_channels(x, activations.GATES[spec.gate](z))

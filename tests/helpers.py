@@ -17,7 +17,7 @@ BACKEND_NAMES = tuple(backends.BACKENDS)
 def get_bridge(name: str):
     """The backend package, imported once per process; skips when its framework is missing."""
     if not backends.installed(name):
-        pytest.skip(f"{backends.BACKENDS[name][1]} is not installed")
+        pytest.skip(f"{backends.BACKENDS[name].requires} is not installed")
     bridge = backends.load(name)
     backends.strict_numerics()
     return bridge

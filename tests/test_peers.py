@@ -59,8 +59,8 @@ def state_of(module) -> dict:
 
 
 def test_layout_names():
-    assert set(peers.LAYOUTS) == {"timm", "torchvision", "official-eca", "official-cbam", "keras-applications"}
-    for name, layout in peers.LAYOUTS.items():
+    assert set(peers.PEER_LAYOUTS) == {"timm", "torchvision", "official-eca", "official-cbam", "keras-applications"}
+    for name, layout in peers.PEER_LAYOUTS.items():
         assert layout.name == name and layout.key_table().count("\n") >= 2
 
 
@@ -149,8 +149,8 @@ def torch_peer():
             with torch.no_grad():
                 y = module(x)
             state = state_of(module)
-            cache[case] = dict(layout=peers.LAYOUTS[layout], module=module, build=build, kwargs=kwargs, preset=preset,
-                               dims=dims, x=x, y=y, state=state, found=peers.LAYOUTS[layout].discover(state, **kwargs))
+            cache[case] = dict(layout=peers.PEER_LAYOUTS[layout], module=module, build=build, kwargs=kwargs, preset=preset,
+                               dims=dims, x=x, y=y, state=state, found=peers.PEER_LAYOUTS[layout].discover(state, **kwargs))
         return cache[case]
 
     return get
@@ -198,7 +198,7 @@ def test_timm_configurations_without_a_spec_are_reported():
     from timm.layers.squeeze_excite import SEModule  # noqa: PLC0415
     from timm.models._efficientnet_blocks import SqueezeExcite  # noqa: PLC0415
 
-    timm_layout = peers.LAYOUTS["timm"]
+    timm_layout = peers.PEER_LAYOUTS["timm"]
     cases = {"se": (SEModule(64, norm_layer=nn.BatchNorm2d), {}, "norm_layer"),
              "light": (LightCbamModule(64), {}, "LightCbamModule"),
              "mlp": (EcaModule(64, use_mlp=True), {"channels": 64}, "use_mlp"),
@@ -259,7 +259,7 @@ def timm_network():
                     pairs.append((x / x.std(), modules[path](x / x.std())))
                     io[path] = [(nhwc(a), nhwc(b)) for a, b in pairs]
             state = state_of(model)
-            cache[name] = dict(io=io, state=state, found=peers.LAYOUTS["timm"].discover(state, **kwargs))
+            cache[name] = dict(io=io, state=state, found=peers.PEER_LAYOUTS["timm"].discover(state, **kwargs))
         return cache[name]
 
     return get
@@ -274,7 +274,7 @@ def test_timm_network_discovery(name, timm_network):
     assert not found.unresolved
     consumed = [k for keys in found.keys.values() for k in keys]
     assert sorted(consumed + found.unrecognized) == sorted(state)
-    same_bits(peers.LAYOUTS["timm"].export(found), {k: state[k] for k in consumed}, f"{name} export")
+    same_bits(peers.PEER_LAYOUTS["timm"].export(found), {k: state[k] for k in consumed}, f"{name} export")
     for prefix, (spec, params) in found.bundle.items():
         for x, y in net["io"][prefix]:
             check_oracle(spec, params, x, y, f"{name} {prefix}")
@@ -308,7 +308,7 @@ def keras_app():
             weights = tf_impl.weights_from_keras_model(model)
             first, last = KERAS_APPS[name]
             rng = np.random.default_rng(0)
-            found = peers.LAYOUTS["keras-applications"].discover(weights)
+            found = peers.PEER_LAYOUTS["keras-applications"].discover(weights)
             io = {}
             for prefix in found.bundle:
                 block = keras.Model(model.get_layer(first.format(p=prefix)).input,
@@ -334,7 +334,7 @@ def test_keras_application_discovery(name, keras_app):
     assert all(spec_facts(spec) == facts("se", preset) for spec, _ in found.bundle.values())
     consumed = [k for keys in found.keys.values() for k in keys]
     assert sorted(consumed + found.unrecognized) == sorted(weights)
-    layout = peers.LAYOUTS["keras-applications"]
+    layout = peers.PEER_LAYOUTS["keras-applications"]
     same_bits(layout.export(found), {k: weights[k] for k in consumed}, f"{name} export")
     for prefix, (spec, params) in found.bundle.items():
         x, y = app["io"][prefix]
@@ -355,7 +355,7 @@ def test_keras_application_discovery(name, keras_app):
 @pytest.mark.parametrize("name", sorted(KERAS_APPS))
 def test_keras_application_blocks_in_every_backend(name, backend, keras_app):
     app = keras_app(name)
-    layout = peers.LAYOUTS["keras-applications"]
+    layout = peers.PEER_LAYOUTS["keras-applications"]
     for prefix, (spec, params) in app["found"].bundle.items():
         x, y = app["io"][prefix]
         back = check_in_backend(backend, spec, params, x, y, f"{name} {prefix}")
@@ -424,7 +424,7 @@ def official_eca_forward(weight: np.ndarray, x_nchw):
 def test_official_eca(backend):
     torch = pytest.importorskip("torch")
     state, expect = official_eca_state(np.random.default_rng(1))
-    layout = peers.LAYOUTS["official-eca"]
+    layout = peers.PEER_LAYOUTS["official-eca"]
     found = layout.discover(state)
     assert not found.unresolved and list(found.bundle) == list(expect), found.summary()
     for prefix, (spec, params) in found.bundle.items():
@@ -445,7 +445,7 @@ def test_official_eca(backend):
 
 def test_official_eca_channels():
     weight = np.random.default_rng(0).standard_normal((1, 1, 5)).astype(np.float32)
-    layout = peers.LAYOUTS["official-eca"]
+    layout = peers.PEER_LAYOUTS["official-eca"]
     alone = layout.discover({"eca.conv.weight": weight})  # nothing precedes it: C is unknown, never guessed
     assert not alone.bundle and "channels=" in alone.unresolved["eca"] and alone.unrecognized == ["eca.conv.weight"]
     given = layout.discover({"eca.conv.weight": weight}, channels={"eca": 2048})
@@ -492,7 +492,7 @@ def test_official_cbam(backend):
     rng = np.random.default_rng(3)
     state = {"layer1.0.conv3.weight": _conv(rng, 256, 64, 1, 1), **_bn("layer1.0.bn3", 256, rng),
              **official_cbam_state(rng), "layer1.0.downsample.0.weight": _conv(rng, 256, 64, 1, 1)}
-    layout = peers.LAYOUTS["official-cbam"]
+    layout = peers.PEER_LAYOUTS["official-cbam"]
     found = layout.discover(state)
     assert list(found.bundle) == ["layer1.0.cbam"] and not found.unresolved, found.summary()
     spec, params = found.bundle["layer1.0.cbam"]
@@ -518,10 +518,10 @@ def test_official_cbam_to_timm_port():
 
     rng = np.random.default_rng(4)
     state = official_cbam_state(rng, c=40, r=2, prefix="cbam")
-    spec, params = peers.LAYOUTS["official-cbam"].discover(state).bundle["cbam"]
+    spec, params = peers.PEER_LAYOUTS["official-cbam"].discover(state).bundle["cbam"]
     with pytest.raises(ValueError, match="swap_spatial_order"):
-        peers.LAYOUTS["timm"].export({"cbam": (spec, params)})
-    timm_state = peers.LAYOUTS["timm"].export({"cbam": reference.swap_spatial_order(spec, params)})
+        peers.PEER_LAYOUTS["timm"].export({"cbam": (spec, params)})
+    timm_state = peers.PEER_LAYOUTS["timm"].export({"cbam": reference.swap_spatial_order(spec, params)})
     module = CbamModule(40, rd_channels=2, mlp_bias=True).eval()
     module.load_state_dict({k[len("cbam."):]: torch.from_numpy(v) for k, v in timm_state.items()}, strict=True)
     x = torch.from_numpy(rng.standard_normal((2, 40, 6, 5)).astype(np.float32))
@@ -532,7 +532,7 @@ def test_official_cbam_to_timm_port():
 
 def test_official_cbam_without_spatial_gate_is_reported():
     state = {k: v for k, v in official_cbam_state(np.random.default_rng(5)).items() if "SpatialGate" not in k}
-    found = peers.LAYOUTS["official-cbam"].discover(state)
+    found = peers.PEER_LAYOUTS["official-cbam"].discover(state)
     assert not found.bundle and "no_spatial" in found.unresolved["layer1.0.cbam"]
     assert found.unrecognized == list(state)
 
@@ -548,22 +548,22 @@ def test_official_cbam_without_spatial_gate_is_reported():
 ])
 def test_export_refuses_other_facts(layout, spec):
     with pytest.raises(ValueError, match="no .* class computes"):
-        peers.LAYOUTS[layout].export({"m": (spec, spec.init_params())})
+        peers.PEER_LAYOUTS[layout].export({"m": (spec, spec.init_params())})
 
 
 def test_export_refuses_missing_and_extra_parameters():
     spec = reference.SE.torchvision(64, 8)
     params = spec.init_params()
     with pytest.raises(reference.ParamError):
-        peers.LAYOUTS["torchvision"].export({"m": (spec, {k: v for k, v in params.items() if k != "fc2.bias"})})
+        peers.PEER_LAYOUTS["torchvision"].export({"m": (spec, {k: v for k, v in params.items() if k != "fc2.bias"})})
     nobias = reference.SE(64, reduced_channels=8, bias=False)
     with pytest.raises(ValueError, match="always has fc1.bias"):
-        peers.LAYOUTS["torchvision"].export({"m": (nobias, nobias.init_params())})
+        peers.PEER_LAYOUTS["torchvision"].export({"m": (nobias, nobias.init_params())})
 
 
 def test_discover_options_preset_per_prefix_and_prefix_filter():
     # MixNet-style: timm SqueezeExcite blocks whose activation differs from block to block
-    layout = peers.LAYOUTS["timm"]
+    layout = peers.PEER_LAYOUTS["timm"]
     a, b = reference.SE.efficientnet(32, 8), reference.SE(48, reduced_channels=12)
     bundle = {"a.se": (a, a.init_params(seed=1)), "b.se": (b, b.init_params(seed=2))}
     state = {"stem.weight": np.zeros((8, 3, 3, 3), np.float32),

@@ -1,8 +1,8 @@
 """Preset tables for SE, ECA and CBAM, and spot values of make_divisible.
 
 Every expected number below was worked out by hand from the rule as the upstream source
-states it (the file is named above each table), not from attnport's code. NOTES.md §2-§4
-summarise the same facts. The tables are literal on purpose: a wrong preset has to
+states it (the file is named above each table), not from attnport's code. README "Presets"
+summarises the same facts. The tables are literal on purpose: a wrong preset has to
 disagree with a number a person can check, not with a second copy of the same rule.
 """
 import pytest
@@ -77,14 +77,14 @@ def test_make_divisible_defaults_are_divisor_8_and_the_10_percent_rule():
 
 
 # --- SE reduced widths ------------------------------------------------------------------
-# article (NOTES §1, the article's Keras code): ratio 4, max(1, C // 4).
+# article (the article's Keras code, README "The modules"): ratio 4, max(1, C // 4).
 SE_ARTICLE = {16: 4, 24: 6, 32: 8, 40: 10, 64: 16, 96: 24, 100: 25, 128: 32, 200: 50,
               256: 64, 512: 128, 1024: 256, 2048: 512}
 # paper / timm legacy timm/models/senet.py: max(1, C // 16).
 SE_PAPER = {16: 1, 24: 1, 32: 2, 40: 2, 64: 4, 96: 6, 100: 6, 128: 8, 200: 12,
             256: 16, 512: 32, 1024: 64, 2048: 128}
 # timm/layers/squeeze_excite.py SEModule: make_divisible(C * 1/16, 8, round_limit=0.).
-# Never below 8; every C <= 191 gives 8 (NOTES: C <= 128 -> 8, C = 200 -> 16).
+# Never below 8; every C <= 191 gives 8 (C <= 128 -> 8, C = 200 -> 16).
 SE_TIMM = {16: 8, 24: 8, 32: 8, 40: 8, 64: 8, 96: 8, 100: 8, 128: 8, 200: 16,
            256: 16, 512: 32, 1024: 64, 2048: 128}
 # MobileNetV3, keras/src/applications/mobilenet_v3.py _se_block: _depth(filters * 0.25)

@@ -41,8 +41,8 @@ def test_eca_kernel_size_where_float_log_is_inexact():
 
 @pytest.mark.parametrize("channels,k", [(1, 1), (7, 1), (8, 3), (127, 3), (128, 5), (2047, 5), (2048, 7),
                                         (32767, 7), (512, 5)])
-def test_eca_kernel_table_from_notes(channels, k):
-    # NOTES §3 "paper" column; 512 -> 5 is the article's own example.
+def test_eca_kernel_table_by_hand(channels, k):
+    # worked out by hand from the paper's rule; 512 -> 5 is the article's own example.
     assert reference.ECA(channels).kernel_size == k
 
 

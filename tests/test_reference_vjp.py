@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import reference
 from reference import activations
-from reference.vjp import DERIVATIVES, max_vjp
+from reference.gradients import DERIVATIVES, max_vjp
 
 U = np.finfo(np.float64).eps / 2  # float64 unit roundoff
 

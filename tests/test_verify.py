@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import reference
-from attnport.verify import CATALOGUE, NO_EXPLANATION, battery, verify
+from attnport.verification import CATALOGUE, NO_EXPLANATION, battery, verify
 from gallery.numpy_ports import BUGS, port
 from reference import CBAM, ECA, SE
 
@@ -164,7 +164,7 @@ def test_rejects_non_callable():
 
 
 def test_no_framework_import():
-    code = ("import sys, numpy as np, reference; from attnport.verify import verify; "
+    code = ("import sys, numpy as np, reference; from attnport.verification import verify; "
             "s = reference.SE(8); assert verify(lambda x, p: reference.forward(s, p, x), s).passed; "
             "assert not {'torch', 'keras', 'flax', 'jax', 'tensorflow'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -215,7 +215,7 @@ def train_jax(spec, params, x, labels, lr: float, steps: int, dtype: str) -> Run
     from flax import nnx
 
     import jax_impl
-    from jax_impl.bridge import x64_scope
+    from jax_impl.adapter import x64_scope
 
     zeros = nnx.initializers.zeros_init()  # overwritten by the canonical weights; needs no RNG compile
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from reference import peers
 
-from .bridge import build, export_params, load_params
+from .adapter import build, export_params, load_params
 
 
 def weights_from_keras_model(model) -> dict[str, np.ndarray]:
@@ -48,7 +48,7 @@ def assign_keras_weights(model, weights) -> object:
 def from_keras_application(model) -> dict:
     """``{prefix: SEBlock}`` with the same weights, for every SE block of a Keras applications model
     (EfficientNet B0-B7 / V2, MobileNetV3 Small/Large), e.g. ``{"block2a": SEBlock, ...}``."""
-    found = peers.LAYOUTS["keras-applications"].discover(weights_from_keras_model(model))
+    found = peers.PEER_LAYOUTS["keras-applications"].discover(weights_from_keras_model(model))
     dtype = model.weights[0].dtype if model.weights else "float32"
     return {prefix: load_params(build(spec, dtype=dtype), params) for prefix, (spec, params) in found.bundle.items()}
 
@@ -57,4 +57,4 @@ def to_keras_application(blocks: dict, model) -> object:
     """Write ``{prefix: our SE layer}`` (as `from_keras_application` returns) into the Keras application's
     SE blocks; returns the model. Refuses a block the application computes differently."""
     bundle = {prefix: (layer.spec, export_params(layer)) for prefix, layer in blocks.items()}
-    return assign_keras_weights(model, peers.LAYOUTS["keras-applications"].export(bundle))
+    return assign_keras_weights(model, peers.PEER_LAYOUTS["keras-applications"].export(bundle))

@@ -11,7 +11,7 @@ import torch
 import reference
 from reference import peers
 
-from .bridge import build, export_params, load_params, to_numpy, to_torch
+from .adapter import build, export_params, load_params, to_numpy, to_torch
 
 def _class(m) -> str:
     return type(m).__name__
@@ -41,7 +41,7 @@ def _state(module: torch.nn.Module) -> dict:
 
 def _from_peer(layout: str, module: torch.nn.Module, channels=None):
     presets = _presets(module)
-    found = peers.LAYOUTS[layout].discover(_state(module), preset=presets or None, channels=channels)
+    found = peers.PEER_LAYOUTS[layout].discover(_state(module), preset=presets or None, channels=channels)
     if found.unresolved:
         raise ValueError("not convertible: " + "; ".join(f"{p or '(module)'}: {why}" for p, why in found.unresolved.items()))
     if not found.bundle:
@@ -55,7 +55,7 @@ def _from_peer(layout: str, module: torch.nn.Module, channels=None):
 def _to_peer(layout: str, ours, module: torch.nn.Module) -> torch.nn.Module:
     blocks = ours if isinstance(ours, dict) else {"": ours}
     bundle = {prefix: (m.spec, export_params(m)) for prefix, m in blocks.items()}
-    state = peers.LAYOUTS[layout].export(bundle, extras=None)
+    state = peers.PEER_LAYOUTS[layout].export(bundle, extras=None)
     native = module.state_dict()
     with torch.no_grad():
         for key, value in state.items():

@@ -1,8 +1,8 @@
 """Peer layouts: each peer's attention-module keys as one declarative table, read in both directions.
 
-``LAYOUTS[name].discover(state)`` turns a peer's flat ``{key: array}`` (a torch ``state_dict``, a
+``PEER_LAYOUTS[name].discover(state)`` turns a peer's flat ``{key: array}`` (a torch ``state_dict``, a
 Keras model's ``{variable.path: array}``) into a `Discovery` whose ``bundle`` is
-``{prefix: (spec, canonical params)}``; ``LAYOUTS[name].export(bundle)`` writes a bundle back in the
+``{prefix: (spec, canonical params)}``; ``PEER_LAYOUTS[name].export(bundle)`` writes a bundle back in the
 peer's keys and layouts, the exact inverse (``export(discovery)`` reproduces every consumed key bit
 for bit). The widths and kernel sizes come from the weight shapes; activation, gate, pooling order,
 epsilon and padding are facts of the peer class, taken from the matching reference preset.
@@ -32,8 +32,8 @@ SE_CLASS_PRESETS: dict[tuple[str, str], str | None] = {
     ("ReLU", "Hardsigmoid"): "mobilenetv3", ("ReLU", "HardSigmoid"): "mobilenetv3",
 }
 
-LAYOUTS: dict[str, PeerLayout] = {layout.name: layout for layout in (
+PEER_LAYOUTS: dict[str, PeerLayout] = {layout.name: layout for layout in (
     timm.LAYOUT, torchvision.LAYOUT, official_eca.LAYOUT, official_cbam.LAYOUT, keras_applications.LAYOUT)}
 
-__all__ = ["LAYOUTS", "MODULE_CLASS_PRESETS", "SE_CLASS_PRESETS", "PeerLayout", "Discovery", "ModuleTable", "Leaf",
+__all__ = ["PEER_LAYOUTS", "MODULE_CLASS_PRESETS", "SE_CLASS_PRESETS", "PeerLayout", "Discovery", "ModuleTable", "Leaf",
            "Extra", "TRANSFORMS", "PRESETS", "FACT_FIELDS"]

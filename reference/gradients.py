@@ -27,11 +27,12 @@ import math
 
 import numpy as np
 
-from . import activations
-from .cbam import CBAM, _conv2d_same
-from .eca import ECA
+from . import activations, ops
+from .cbam import CBAM, spatial_conv, spatial_stats
+from .eca import ECA, eca_windows
+from .oracle import from_channels_last, prepare, to_channels_last
 from .se import SE
-from .validation import check_array_input, check_cotangent, check_params
+from .validation import check_cotangent
 
 
 # --- derivatives of the activations and gates, f'(x) elementwise ---------------------------------
@@ -133,9 +134,8 @@ def se_vjp(spec: SE, p: dict, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray
     """
     grads = _zero_grads(spec, p)
     hh, ww = x.shape[1:3]
-    s = x.mean(axis=(1, 2))                                                          # [N, C]
-    a = s @ p["fc1.weight"].T + p.get("fc1.bias", 0.0)
-    z = activations.ACTIVATIONS[spec.activation](a) @ p["fc2.weight"].T + p.get("fc2.bias", 0.0)
+    s = ops.global_pool(x)                                                           # [N, C]
+    z = ops.channel_mlp(p, s, spec.activation)
     g = activations.GATES[spec.gate](z)                                              # [N, C]
     dz = (dy * x).sum(axis=(1, 2)) * DERIVATIVES[spec.gate](z)                       # [N, C]
     ds = _mlp_vjp(p, s, dz, spec.activation, grads)                                  # [N, C]
@@ -151,13 +151,12 @@ def eca_vjp(spec: ECA, p: dict, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarr
     hh, ww, c = x.shape[1:]
     k, w = spec.kernel_size, p["conv.weight"][0, 0]
     idx = spec.padded_indices()                                       # [C + 2 pad]
-    s = x.mean(axis=(1, 2))                                           # [N, C]
-    s_pad = np.where(idx >= 0, s[:, idx], 0.0)                        # [N, C + 2 pad]
-    windows = np.lib.stride_tricks.sliding_window_view(s_pad, k, axis=1)  # [N, C, k]
+    s = ops.global_pool(x)                                            # [N, C]
+    windows = eca_windows(spec, s)                                    # [N, C, k]
     z = windows @ w
     dz = (dy * x).sum(axis=(1, 2)) * d_sigmoid(z)                     # [N, C]
     dw = np.einsum("ncj,nc->j", windows, dz)
-    ds_pad = np.zeros_like(s_pad)
+    ds_pad = np.zeros((s.shape[0], c + 2 * spec.padding))
     for j in range(k):                                                # transpose of the correlation
         ds_pad[:, j:j + c] += w[j] * dz
     ds = np.zeros_like(s)                                             # transpose of the padding
@@ -168,7 +167,7 @@ def eca_vjp(spec: ECA, p: dict, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarr
 
 
 def _conv2d_same_vjp(s: np.ndarray, w: np.ndarray, dz: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """Backward of `cbam._conv2d_same`: s [N, H, W, Cin], w [1, Cin, k, k], dz [N, H, W]
+    """Backward of `ops.conv2d_same`: s [N, H, W, Cin], w [1, Cin, k, k], dz [N, H, W]
     -> ds [N, H, W, Cin], dw [1, Cin, k, k]."""
     hh, ww = s.shape[1:3]
     k = w.shape[-1]
@@ -191,19 +190,14 @@ def cbam_vjp(spec: CBAM, p: dict, x: np.ndarray, dy: np.ndarray) -> tuple[np.nda
     grads = _zero_grads(spec, p)
     gate, d_gate = activations.GATES[spec.gate], DERIVATIVES[spec.gate]
 
-    def mlp(v):
-        h = activations.relu(v @ p["fc1.weight"].T + p.get("fc1.bias", 0.0))
-        return h @ p["fc2.weight"].T + p.get("fc2.bias", 0.0)
-
     # forward, keeping what the backward needs
     hh, ww, c = x.shape[1:]
-    s_avg, s_max = x.mean(axis=(1, 2)), x.max(axis=(1, 2))                           # [N, C]
-    zc = mlp(s_avg) + mlp(s_max)
+    s_avg, s_max = ops.global_pool(x), ops.global_pool(x, "max")                     # [N, C]
+    zc = ops.channel_mlp(p, s_avg) + ops.channel_mlp(p, s_max)
     mc = gate(zc)
-    x1 = x * mc[:, None, None, :]
-    stats = {"max": x1.max(axis=-1), "mean": x1.mean(axis=-1)}                        # [N, H, W]
-    s = np.stack([stats[name] for name in spec.spatial_order], axis=-1)               # [N, H, W, 2]
-    zs = _conv2d_same(s, p["conv.weight"], spec.padding)
+    x1 = ops.scale_channels(x, mc)
+    s = spatial_stats(spec, x1)                                                       # [N, H, W, 2]
+    zs = spatial_conv(spec, p, s)
     if spec.spatial_norm:
         inv_std = 1.0 / np.sqrt(p["bn.running_var"][0] + spec.bn_eps)
         z_hat = (zs - p["bn.running_mean"][0]) * inv_std
@@ -240,18 +234,11 @@ def vjp(spec, params, x, dy, data_format: str = "channels_last") -> tuple[np.nda
     """Gradient of ``sum(forward(spec, params, x, data_format) * dy)``, in float64.
 
     ``x``, ``dy``: [N, H, W, C] for "channels_last", [N, C, H, W] for "channels_first"; validated as
-    `reference.forward` validates ``x``. Returns ``(dx, dparams)``: float64 ``dx`` with x's shape and
-    data format, and ``dparams`` with exactly ``spec.param_shapes()``'s names and shapes.
+    `reference.forward` validates ``x`` (the same prologue, `reference.oracle.prepare`). Returns
+    ``(dx, dparams)``: float64 ``dx`` with x's shape and data format, and ``dparams`` with exactly
+    ``spec.param_shapes()``'s names and shapes.
     """
-    if type(spec) not in VJPS:
-        raise TypeError(f"unknown spec type {type(spec).__name__}; expected one of "
-                        f"{[t.__name__ for t in VJPS]}")
-    x = check_array_input(spec, x, data_format)
-    check_params(spec, params)
-    dy = check_cotangent(x, dy)
-    p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
-    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
-    if data_format == "channels_first":
-        dx, grads = VJPS[type(spec)](spec, p, x64.transpose(0, 2, 3, 1), dy64.transpose(0, 2, 3, 1))
-        return np.ascontiguousarray(dx.transpose(0, 3, 1, 2)), grads
-    return VJPS[type(spec)](spec, p, x64, dy64)
+    fn, p, x, x64 = prepare(spec, params, x, data_format, VJPS)
+    dy64 = to_channels_last(check_cotangent(x, dy).astype(np.float64), data_format)
+    dx, grads = fn(spec, p, x64, dy64)
+    return from_channels_last(dx, data_format), grads

@@ -13,7 +13,7 @@ What it does, in order:
    params)`` puts them in. Without, each canonical parameter, in ``spec.param_table()`` order, goes to the
    first unused native variable (torch ``named_parameters()`` then floating buffers, Keras ``layer.weights``,
    NNX ``nnx.state``) whose shape equals the canonical shape under the framework's standard permutation
-   (`reference.layout.LAYOUTS`), the canonical shape itself, or a 1x1-conv reshape ([out, in, 1, 1] /
+   (`reference.layout.KIND_LAYOUTS`), the canonical shape itself, or a 1x1-conv reshape ([out, in, 1, 1] /
    [1, 1, in, out]); a variable at attnport's own native path (``fc1.kernel``) is preferred, then one with
    the framework's leaf name ("kernel", "scale", ...), then any in order. The
    chosen mapping is in the report, or why none fits. Native variables no canonical parameter maps to are
@@ -37,24 +37,24 @@ What it does, in order:
 """
 from __future__ import annotations
 
-import contextlib
-import copy
 import dataclasses
+import importlib
 import inspect
 import json
-import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 
 import reference
-from reference import activations
-from reference.cbam import CBAM, _conv2d_same, bn_batch_statistics
-from reference.eca import ECA, eca_kernel_size, eca_kernel_size_timm, eca_t
-from reference.layout import LAYOUTS
+from reference import activations, cbam, ops
+from reference.cbam import CBAM
+from reference.eca import ECA, eca_kernel_size, eca_kernel_size_timm, eca_logits, eca_t
+from reference.layout import KIND_LAYOUTS
 from reference.rules import floor_width, make_divisible, round_half_up
 from reference.se import SE
+
+from . import backends
 
 FORMATS = ("channels_last", "channels_first")
 NO_EXPLANATION = "no known bug explains this"
@@ -187,13 +187,10 @@ def _to(x_cl, data_format):
 
 
 def _framework(candidate) -> str:
-    names = [f"{k.__module__}.{k.__name__}" for k in type(candidate).__mro__]
-    if "torch" in sys.modules and any(n.startswith("torch.nn.modules.module.Module") for n in names):
-        return "torch"
-    if "flax" in sys.modules and any(n.startswith("flax.nnx.") and n.endswith(".Module") for n in names):
-        return "flax"
-    if "keras" in sys.modules and any(n.startswith("keras.") and n.endswith(".Layer") for n in names):
-        return "keras"
+    """The layout key of the candidate's framework ("torch", "keras", "flax"), or "callable"."""
+    row = backends.backend_of(candidate)
+    if row is not None:
+        return row.layout
     if callable(candidate):
         return "callable"
     raise TypeError(f"cannot verify a {type(candidate).__name__}: expected a torch nn.Module, a Keras layer, "
@@ -201,28 +198,13 @@ def _framework(candidate) -> str:
 
 
 class _Runner:
-    """One candidate: its dtype, data formats, native variables and how to run it."""
+    """One candidate: its dtype, data formats, native variables and how to run it (through the backend's
+    `attnport.adapter.Adapter`; a plain callable gets canonical params and NumPy arrays)."""
 
     def __init__(self, candidate, framework, data_format=None, dtype=None, spec=None):
-        self.framework, self.c, self.params, self.notes = framework, candidate, None, []
-        if framework == "torch":
-            self.c = copy.deepcopy(candidate)
-            first = next(iter(self.c.parameters()), None)
-            self.dtype = str(first.dtype).replace("torch.", "") if first is not None else "float32"
-            self.formats = ["channels_first"]
-        elif framework == "keras":
-            self.dtype = candidate.compute_dtype
-            own = getattr(candidate, "data_format", None)
-            self.layers = {own or "channels_last": candidate}
-            if own in FORMATS and spec is not None:
-                self._keras_clone(candidate, own, spec)
-            self.formats = [f for f in FORMATS if f in self.layers]
-        elif framework == "flax":
-            nnx = sys.modules["flax.nnx"]
-            leaves = [v for _, v in _flat(nnx.state(candidate, nnx.Param))]
-            self.dtype = np.dtype(np.asarray(leaves[0][...]).dtype).name if leaves else "float32"
-            self.formats = ["channels_last"]
-        else:
+        self.framework, self.params, self.notes = framework, None, []
+        if framework == "callable":
+            self.adapter, self.c = None, candidate
             self.dtype = dtype or "float64"
             try:
                 takes_df = "data_format" in inspect.signature(candidate).parameters
@@ -230,60 +212,30 @@ class _Runner:
                 takes_df = False
             self.takes_df = takes_df
             self.formats = [data_format] if data_format else (list(FORMATS) if takes_df else ["channels_last"])
+            self.layers = {}
+        else:
+            row = backends.BY_LAYOUT[framework]
+            self.adapter = importlib.import_module(row.package).ADAPTER
+            self.c = self.adapter.working_copy(candidate)
+            self.dtype = self.adapter.compute_dtype(self.c)
+            self.layers, notes = self.adapter.formats(self.c, spec)
+            self.notes += notes
+            self.formats = [f for f in FORMATS if f in self.layers]
         if dtype is not None and framework != "callable" and reference.dtypes.check_supported(dtype) != self.dtype:
             raise ValueError(f"dtype={dtype!r} but the candidate computes in {self.dtype}")
         self.np_dtype = reference.numpy_dtype(self.dtype)
 
-    def _keras_clone(self, layer, own, spec):
-        """The same layer class and config in the other data format, built on a dummy input; a note if not."""
-        other = FORMATS[1 - FORMATS.index(own)]
-        try:
-            clone = type(layer).from_config({**layer.get_config(), "data_format": other})
-            clone(_to(np.zeros((1, 2, 2, spec.channels), reference.numpy_dtype(self.dtype)), other))
-            self.layers[other] = clone
-        except Exception as e:  # noqa: BLE001 - a layer that cannot be rebuilt is tested in its own format
-            self.notes.append(f"Keras layer not rebuilt with data_format={other!r} ({type(e).__name__}: {e}); "
-                              f"tested in {own} only")
-
-    # native variables: (dotted name, shape, setter)
-    def natives(self, layer=None) -> list:
-        if self.framework == "torch":
-            torch = sys.modules["torch"]
-            out = list(self.c.named_parameters()) + [(n, b) for n, b in self.c.named_buffers()
-                                                     if b.is_floating_point()]
-
-            def setter(t):
-                def put(v):
-                    with torch.no_grad():
-                        t.copy_(_torch_in(torch, v))
-                return put
-            return [(n, tuple(t.shape), setter(t)) for n, t in out]
-        if self.framework == "keras":
-            return [(v.path.replace("/", "."), tuple(v.shape), v.assign) for v in (layer or self.c).weights]
-        if self.framework == "flax":
-            nnx = sys.modules["flax.nnx"]
-
-            def setter(var):
-                def put(v):
-                    var[...] = v
-                return put
-            out = []
-            for path, _ in _flat(nnx.state(self.c)):
-                var = self.c
-                for key in path:
-                    var = getattr(var, key) if isinstance(key, str) else var[key]
-                out.append((".".join(map(str, path)), tuple(np.shape(var[...])), setter(var)))
-            return out
-        return []
+    def natives(self, layer) -> list:
+        """[(dotted name, shape, setter)] of ``layer``'s variables."""
+        return self.adapter.variables(layer)
 
     def load(self, spec, params, loader=None) -> list[str]:
         """Put canonical params in; return the mapping lines. Raises MappingError when nothing fits."""
         if self.framework == "callable":
             self.params = params
             return ["callable: canonical params passed as they are"]
-        targets = list(self.layers.values()) if self.framework == "keras" else [self.c]
         lines = []
-        for target in targets:
+        for target in self.layers.values():
             if loader is not None:
                 try:
                     loader(target, params)
@@ -293,54 +245,28 @@ class _Runner:
                 continue
             plan = map_params(spec, self.natives(target), self.framework)
             lines = []
-            for info, (name, _, put), label, fn in plan["assign"]:
-                with self._scope():
+            with self.adapter.scope(self.np_dtype):
+                for info, (name, _, put), label, fn in plan["assign"]:
                     put(fn(np.asarray(params[info.name])).astype(self.np_dtype))
-                lines.append(f"{info.name} {list(info.shape)} -> {name} ({label})")
+                    lines.append(f"{info.name} {list(info.shape)} -> {name} ({label})")
             lines += [f"{name} {list(shape)}: no canonical parameter, left as it is"
                       for name, shape, _ in plan["unused"]]
         return lines
-
-    def _scope(self):
-        """``jax.enable_x64(True)`` around float64 NNX work (as jax_impl does), a no-op otherwise."""
-        if self.framework == "flax" and self.np_dtype == np.float64:
-            return sys.modules["jax"].enable_x64(True)
-        return contextlib.nullcontext()
 
     def run(self, x, data_format):
         if self.framework == "callable":
             return np.asarray(self.c(x, self.params, data_format=data_format) if self.takes_df
                               else self.c(x, self.params))
-        if self.framework == "torch":
-            torch = sys.modules["torch"]
-            with torch.no_grad():
-                y = self.c(_torch_in(torch, x)).detach().cpu()
-                return (y.float() if y.dtype == torch.bfloat16 else y).numpy()
-        if self.framework == "keras":
-            return np.asarray(sys.modules["keras"].ops.convert_to_numpy(self.layers[data_format](x)))
-        with self._scope():
-            return np.asarray(self.c(sys.modules["jax"].numpy.asarray(x)))
-
-
-def _torch_in(torch, a):
-    """A torch tensor from NumPy; ml_dtypes bfloat16 goes through float32 (exact)."""
-    a = np.asarray(a)
-    if a.dtype.name == "bfloat16":
-        return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def _flat(state):
-    nnx = sys.modules["flax.nnx"]
-    flat = nnx.to_flat_state(state) if hasattr(nnx, "to_flat_state") else state.flat_state()
-    return list(flat)
+        a = self.adapter
+        with a.scope(self.np_dtype):
+            return a.to_numpy(a.call(self.layers[data_format], a.to_tensor(x)))
 
 
 def _shape_options(info, framework):
     """(label, canonical -> native function, native shape): standard layout first."""
     shape = tuple(info.shape)
     opts = []
-    perm = LAYOUTS[info.kind].get(framework if framework != "callable" else "torch")
+    perm = KIND_LAYOUTS[info.kind].get(framework if framework != "callable" else "torch")
     perm = perm.perm if perm else None
     if perm:
         opts.append((f"transpose{perm}", lambda a, p=perm: np.transpose(a, p), tuple(shape[i] for i in perm)))
@@ -356,7 +282,7 @@ def map_params(spec, natives, framework) -> dict:
     """Match ``spec.param_table()`` in order to ``natives`` [(name, shape, setter)] by shape (see module doc)."""
     used, assign = set(), []
     for info in spec.param_table():
-        leaf = LAYOUTS[info.kind][framework].leaf
+        leaf = KIND_LAYOUTS[info.kind][framework].leaf
         path = reference.native(info, framework)[0]
         tiers = (lambda n: n == path or n.endswith("." + path),  # our own naming (fc1.kernel, bn.scale, ...)
                  lambda n: n.split(".")[-1] == leaf,  # the framework's leaf name
@@ -384,47 +310,29 @@ def map_params(spec, natives, framework) -> dict:
 
 
 # --------------------------------------------------------------------------- alternative forwards
-# Small NumPy forwards for what `reference.forward` cannot express (a missing gate, sum pooling,
-# a fitted ECA bias). Channels-last float64 in and out; otherwise the same math as reference/*.py.
+# What `reference.forward` cannot express (a missing gate, sum pooling, a fitted ECA bias), composed from
+# the reference's own pieces (`reference.ops`, `reference.eca.eca_logits`, `reference.cbam`'s branches).
+# Channels-last float64 in and out.
 
 def _ident(z):
     return z
 
 
 def _se_alt(spec, p, x, gate=None, pool="mean"):
-    s = x.mean(axis=(1, 2)) if pool == "mean" else x.sum(axis=(1, 2))
-    h = activations.ACTIVATIONS[spec.activation](s @ p["fc1.weight"].T + p.get("fc1.bias", 0.0))
-    z = h @ p["fc2.weight"].T + p.get("fc2.bias", 0.0)
-    return x * (gate or activations.GATES[spec.gate])(z)[:, None, None, :]
-
-
-def _eca_logits(spec, p, s):
-    pad = spec.padding
-    padded = np.pad(s, ((0, 0), (pad, pad)), mode="wrap" if spec.padding_mode == "circular" else "constant")
-    return np.lib.stride_tricks.sliding_window_view(padded, spec.kernel_size, axis=1) @ p["conv.weight"][0, 0]
+    z = ops.channel_mlp(p, ops.global_pool(x, pool), spec.activation)
+    return ops.scale_channels(x, (gate or activations.GATES[spec.gate])(z))
 
 
 def _eca_alt(spec, p, x, gate=None, pool="mean", bias=0.0):
-    s = x.mean(axis=(1, 2)) if pool == "mean" else x.sum(axis=(1, 2))
-    return x * (gate or activations.sigmoid)(_eca_logits(spec, p, s) + bias)[:, None, None, :]
+    z = eca_logits(spec, p, ops.global_pool(x, pool)) + bias
+    return ops.scale_channels(x, (gate or activations.sigmoid)(z))
 
 
 def _cbam_alt(spec, p, x, channel_gate=None, spatial_gate=None, channel_pool="mean", spatial_pool="mean"):
     g = activations.GATES[spec.gate]
-    cg, sg = channel_gate or g, spatial_gate or g
-
-    def mlp(v):
-        h = activations.relu(v @ p["fc1.weight"].T + p.get("fc1.bias", 0.0))
-        return h @ p["fc2.weight"].T + p.get("fc2.bias", 0.0)
-
-    pooled = x.mean(axis=(1, 2)) if channel_pool == "mean" else x.sum(axis=(1, 2))
-    x1 = x * cg(mlp(pooled) + mlp(x.max(axis=(1, 2))))[:, None, None, :]
-    stats = {"max": x1.max(axis=-1), "mean": x1.mean(axis=-1) if spatial_pool == "mean" else x1.sum(axis=-1)}
-    z = _conv2d_same(np.stack([stats[n] for n in spec.spatial_order], axis=-1), p["conv.weight"], spec.padding)
-    if spec.spatial_norm:
-        z = (z - p["bn.running_mean"][0]) / np.sqrt(p["bn.running_var"][0] + spec.bn_eps) * p["bn.weight"][0] \
-            + p["bn.bias"][0]
-    return x1 * sg(z)[..., None]
+    x1 = ops.scale_channels(x, (channel_gate or g)(cbam.channel_logits(p, x, channel_pool)))
+    z = cbam.bn_inference(spec, p, cbam.spatial_conv(spec, p, cbam.spatial_stats(spec, x1, spatial_pool)))
+    return x1 * (spatial_gate or g)(z)[..., None]
 
 
 @dataclass
@@ -489,8 +397,7 @@ def _alt_eca_bias(spec, p, obs):
     if not isinstance(spec, ECA) or obs is None:
         return []
     x, y = obs
-    s = x.mean(axis=(1, 2))
-    z = np.broadcast_to(_eca_logits(spec, p, s)[:, None, None, :], x.shape)
+    z = np.broadcast_to(eca_logits(spec, p, ops.global_pool(x))[:, None, None, :], x.shape)
     sel = np.abs(x) > 0.5
     g = np.clip(y[sel] / x[sel], 1e-12, 1 - 1e-12)
     if not g.size:

@@ -1,0 +1,126 @@
+"""attnport's adapter for Flax NNX (`attnport.adapter.Adapter`): the bridge and `verify` run on it.
+
+Native variables are reached by attribute path (``fc1.kernel``, ``bn.mean``); names and axis
+permutations come from `reference.layout` (layout key "flax"). Modules compute in [N, H, W, C] and run
+under ``jax.jit`` over ``nnx.split`` / ``nnx.merge`` (one compile per module structure, shape and
+dtype). float64 work runs inside a scoped ``jax.enable_x64(True)``, so the global JAX config is never
+changed.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from attnport.adapter import Adapter
+
+from .cbam import CBAMBlock
+from .eca import ECABlock
+from .se import SEBlock
+
+
+def x64_scope(dtype):
+    """``jax.enable_x64(True)`` for float64 work, a no-op otherwise."""
+    return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
+
+
+def _variable(module, path: str):
+    return functools.reduce(getattr, path.split("."), module)
+
+
+def _flat(state) -> list:
+    flat = nnx.to_flat_state(state) if hasattr(nnx, "to_flat_state") else state.flat_state()
+    return list(flat)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _run(graphdef, state, x):
+    return nnx.merge(graphdef, state)(x)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _pullback(graphdef, params, rest, x, dy):
+    def f(p, v):
+        return nnx.merge(graphdef, p, rest)(v)
+
+    return jax.vjp(f, params, x)[1](dy)
+
+
+class NNXAdapter(Adapter):
+    name = "jax"
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
+
+    def construct(self, cls, spec, seed, dtype, **options):
+        kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
+        return cls(**kwargs, param_dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0 if seed is None else seed), **options)
+
+    def param_dtype(self, module) -> str:
+        leaves = jax.tree_util.tree_leaves(nnx.state(module, nnx.Param))
+        return np.dtype(leaves[0].dtype).name if leaves else "float32"
+
+    def get(self, module, path):
+        return np.array(_variable(module, path)[...])
+
+    def set(self, module, path, value):
+        _variable(module, path)[...] = jnp.asarray(value)
+
+    def tensor(self, x):
+        return jnp.asarray(x)
+
+    def numpy(self, t):
+        return np.asarray(t)
+
+    def call(self, module, t):
+        graphdef, state = nnx.split(module)
+        return _run(graphdef, state, t)
+
+    def gradients(self, module, t, dy, paths):
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+        dparams, dx = _pullback(graphdef, params, rest, t, dy)
+        grads = {}
+        for path in paths:
+            node = dparams
+            try:
+                for key in path.split("."):
+                    node = node[key]
+                grads[path] = node[...]
+            except KeyError:  # not an nnx.Param: a BatchNorm statistic
+                grads[path] = None
+        return dx, grads
+
+    def compile(self, module):
+        graphdef, state = nnx.split(module)
+        f = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
+        return lambda t: f(state, t)
+
+    def wait(self, y):
+        return y.block_until_ready()
+
+    def variables(self, module):
+        def setter(var):
+            def put(v):
+                var[...] = jnp.asarray(v)
+            return put
+        out = []
+        for path, _ in _flat(nnx.state(module)):
+            var = module
+            for key in path:
+                var = getattr(var, key) if isinstance(key, str) else var[key]
+            out.append((".".join(map(str, path)), tuple(np.shape(var[...])), setter(var)))
+        return out
+
+    def scope(self, dtype):
+        return x64_scope(dtype)
+
+    def strict_numerics(self):
+        jax.config.update("jax_default_matmul_precision", "float32")
+
+
+ADAPTER = NNXAdapter()
+build, load_params, export_params = ADAPTER.build, ADAPTER.load_params, ADAPTER.export_params
+apply, vjp = ADAPTER.apply, ADAPTER.vjp
+MODULES = ADAPTER.modules

@@ -1,0 +1,115 @@
+"""attnport's adapter for Keras 3 (`attnport.adapter.Adapter`): the bridge and `verify` run on it.
+
+Native variables are reached by attribute path (``fc1.kernel``); names and axis permutations come
+from `reference.layout` (layout key "keras"). A layer computes in its own ``data_format``. Everything
+but `gradients` and `compile` works on any Keras backend; those two use TensorFlow.
+"""
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+
+import reference
+from attnport.adapter import Adapter
+
+from .cbam import CBAMBlock
+from .eca import ECABlock
+from .se import SEBlock
+
+FORMATS = reference.DATA_FORMATS
+
+
+def _variable(layer, path: str):
+    return functools.reduce(getattr, path.split("."), layer)
+
+
+class KerasAdapter(Adapter):
+    name = "tf"
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
+
+    def construct(self, cls, spec, seed, dtype, data_format: str = "channels_last"):
+        kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k != "channels"}
+        layer = cls(**kwargs, data_format=data_format, dtype=dtype,
+                    kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
+        c = spec.channels
+        layer.build((None, 1, 1, c) if data_format == "channels_last" else (None, c, 1, 1))
+        return layer
+
+    def native_format(self, module) -> str:
+        return getattr(module, "data_format", None) or "channels_last"
+
+    def param_dtype(self, module) -> str:
+        return keras.backend.standardize_dtype(module.variable_dtype)
+
+    def compute_dtype(self, module) -> str:
+        return keras.backend.standardize_dtype(module.compute_dtype)
+
+    def get(self, module, path):
+        return np.array(keras.ops.convert_to_numpy(_variable(module, path)))
+
+    def set(self, module, path, value):
+        _variable(module, path).assign(value)
+
+    def tensor(self, x):
+        return keras.ops.convert_to_tensor(x)
+
+    def numpy(self, t):
+        return np.asarray(keras.ops.convert_to_numpy(t))
+
+    def call(self, module, t):
+        return module(t, training=False)
+
+    def gradients(self, module, t, dy, paths):
+        import tensorflow as tf  # noqa: PLC0415 - only the gradient path is TensorFlow-specific
+
+        variables = [_variable(module, path) for path in paths]
+        t = tf.constant(t)
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = module(t)
+        grads = tape.gradient(y, [t, *(v.value for v in variables)], output_gradients=tf.constant(dy),
+                              unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return grads[0], {p: g if v.trainable else None for p, v, g in zip(paths, variables, grads[1:])}
+
+    def compile(self, module):
+        import tensorflow as tf  # noqa: PLC0415
+
+        return tf.function(lambda t: module(t, training=False), jit_compile=True)
+
+    def wait(self, y):
+        return self.numpy(y)
+
+    def variables(self, module):
+        return [(v.path.replace("/", "."), tuple(v.shape), v.assign) for v in module.weights]
+
+    def formats(self, module, spec):
+        """The layer in its own format and, where its class rebuilds from its config with the other
+        ``data_format``, a clone in that one; a note when it does not."""
+        own = self.native_format(module)
+        out, notes = {own: module}, []
+        if getattr(module, "data_format", None) not in FORMATS:
+            return out, notes
+        other = FORMATS[1 - FORMATS.index(own)]
+        try:
+            clone = type(module).from_config({**module.get_config(), "data_format": other})
+            shape = (1, 2, 2, spec.channels) if other == "channels_last" else (1, spec.channels, 2, 2)
+            clone(np.zeros(shape, reference.numpy_dtype(self.compute_dtype(module))))
+            out[other] = clone
+        except Exception as e:  # noqa: BLE001 - a layer that cannot be rebuilt is tested in its own format
+            notes.append(f"Keras layer not rebuilt with data_format={other!r} ({type(e).__name__}: {e}); "
+                         f"tested in {own} only")
+        return out, notes
+
+    def strict_numerics(self):
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf  # noqa: PLC0415
+
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+
+
+ADAPTER = KerasAdapter()
+build, load_params, export_params = ADAPTER.build, ADAPTER.load_params, ADAPTER.export_params
+apply, vjp = ADAPTER.apply, ADAPTER.vjp
+MODULES = ADAPTER.modules

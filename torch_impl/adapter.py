@@ -1,0 +1,120 @@
+"""attnport's adapter for PyTorch (`attnport.adapter.Adapter`): the bridge and `verify` run on it.
+
+Native variables are the module's ``state_dict`` entries; for torch the canonical layout is the
+native layout (`reference.layout`). Modules compute in [N, C, H, W]; a channels-last input runs as an
+NCHW view with ``torch.channels_last`` strides (no copy).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+
+import reference
+from attnport.adapter import Adapter
+
+from .cbam import CBAMBlock
+from .eca import ECABlock
+from .se import SEBlock
+
+
+def to_torch(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory; NumPy bfloat16 (ml_dtypes) goes through a uint16 view."""
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A NumPy copy of ``t``; bfloat16 becomes ml_dtypes' bfloat16, bit for bit."""
+    t = t.detach().cpu()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.uint16).numpy().view(reference.numpy_dtype("bfloat16")).copy()
+    return t.numpy().copy()
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+class TorchAdapter(Adapter):
+    name = "torch"
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
+
+    def construct(self, cls, spec, seed, dtype, **options):
+        kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            return cls(**kwargs, dtype=getattr(torch, dtype), **options).eval()
+
+    def native_format(self, module) -> str:
+        return "channels_first"
+
+    def param_dtype(self, module) -> str:
+        first = next(iter(module.parameters()), None)
+        return "float32" if first is None else _dtype_name(first.dtype)
+
+    def get(self, module, path):
+        return to_numpy(module.state_dict()[path])
+
+    def set(self, module, path, value):
+        with torch.no_grad():
+            module.state_dict()[path].copy_(to_torch(np.ascontiguousarray(value)))
+
+    def tensor(self, x):
+        return to_torch(x)
+
+    def numpy(self, t):
+        return to_numpy(t)
+
+    def to_tensor(self, x, perm=None):
+        t = to_torch(np.ascontiguousarray(x))
+        return t if perm is None else t.permute(perm)
+
+    def to_numpy(self, t, perm=None):
+        return to_numpy((t if perm is None else t.permute(perm)).contiguous())
+
+    def call(self, module, t):
+        with torch.inference_mode():
+            return module(t)
+
+    def gradients(self, module, t, dy, paths):
+        t = t.detach().clone().requires_grad_(True)
+        params = dict(module.named_parameters())
+        wanted = [p for p in paths if p in params]
+        grads = torch.autograd.grad(module(t), [t, *(params[p] for p in wanted)], grad_outputs=dy)
+        found = dict(zip(wanted, grads[1:]))
+        return grads[0], {p: found.get(p) for p in paths}
+
+    def compile(self, module):
+        compiled = torch.compile(module, fullgraph=True)
+
+        def run(t):
+            with torch.inference_mode():
+                return compiled(t)
+        return run
+
+    def variables(self, module):
+        named = list(module.named_parameters()) + [(n, b) for n, b in module.named_buffers() if b.is_floating_point()]
+
+        def setter(t):
+            def put(v):
+                with torch.no_grad():
+                    t.copy_(to_torch(np.ascontiguousarray(v)))
+            return put
+        return [(n, tuple(t.shape), setter(t)) for n, t in named]
+
+    def working_copy(self, module):
+        return copy.deepcopy(module)
+
+    def strict_numerics(self):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+ADAPTER = TorchAdapter()
+build, load_params, export_params = ADAPTER.build, ADAPTER.load_params, ADAPTER.export_params
+apply, vjp = ADAPTER.apply, ADAPTER.vjp
+MODULES = ADAPTER.modules
