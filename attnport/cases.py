@@ -62,16 +62,23 @@ DTYPES = ("float32", "float64", "float16", "bfloat16")
 # float16/bfloat16 and the gradient tests run every spec and backend on a representative subset of
 # the shapes (each new shape costs a JAX/XLA compile); the float32/float64 forward runs cover all.
 REDUCED_SHAPES = ((1, (1, 1)), (3, (7, 7)))
+# A backend that compiles once per input shape (JAX: one XLA compile per module, shape and dtype) runs
+# float32/float64 on this bucket instead of the whole product: every N and every (H, W) still appears,
+# in half the compiles. The other backends run the product.
+SHAPE_BUCKET = ((1, (1, 1)), (3, (2, 5)), (1, (7, 7)), (3, (14, 14)))
+COMPILES_PER_SHAPE = ("jax",)
 
 
 def is_half(dtype: str) -> bool:
     return dtype in ("float16", "bfloat16")
 
 
-def shapes(dtype: str):
-    """(N, (H, W)) pairs the matrix runs for ``dtype``."""
+def shapes(dtype: str, backend: str | None = None):
+    """(N, (H, W)) pairs the matrix runs for ``dtype`` (and ``backend``: see `SHAPE_BUCKET`)."""
     if is_half(dtype):
         return REDUCED_SHAPES
+    if backend in COMPILES_PER_SHAPE:
+        return SHAPE_BUCKET
     return tuple((n, hw) for n in BATCHES for hw in SPATIAL)
 
 
