@@ -65,7 +65,7 @@ REDUCED_SHAPES = ((1, (1, 1)), (3, (7, 7)))
 # A backend that compiles once per input shape (JAX: one XLA compile per module, shape and dtype) runs
 # float32/float64 on this bucket instead of the whole product: every N and every (H, W) still appears,
 # in half the compiles. The other backends run the product.
-SHAPE_BUCKET = ((1, (1, 1)), (3, (2, 5)), (1, (7, 7)), (3, (14, 14)))
+SHAPE_BUCKET = ((1, (1, 1)), (1, (2, 5)), (3, (7, 7)), (3, (14, 14)))  # holds REDUCED_SHAPES too
 COMPILES_PER_SHAPE = ("jax",)
 
 

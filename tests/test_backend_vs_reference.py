@@ -29,3 +29,4 @@ def test_shape_bucket_covers_every_batch_and_spatial_size():
     assert len(bucket) < len(cases.shapes("float32", "torch"))
     assert {n for n, _ in bucket} == set(cases.BATCHES) and {hw for _, hw in bucket} == set(cases.SPATIAL)
     assert set(bucket) <= set(cases.shapes("float64", "tf"))
+    assert set(cases.REDUCED_SHAPES) <= set(bucket)  # the half-precision shapes reuse the same compiles
