@@ -4,7 +4,7 @@ Needs NumPy only (plus ml_dtypes, imported lazily, for bfloat16). Everything a b
 to know about a module (widths, kernel sizes, activation formulas, weight layouts, dtype
 policy, tolerances) is defined here, once.
 """
-from . import blocking, dtypes, layout, validation
+from . import dtypes, layout, validation
 from .activations import ACTIVATIONS, GATES
 from .cbam import CBAM, swap_spatial_order
 from .dtypes import SUPPORTED as SUPPORTED_DTYPES

@@ -7,8 +7,7 @@ from torch import nn
 
 import reference
 
-from . import common
-from .common import accumulation_dtype, check_tensor
+from . import common, fast
 
 
 class ECABlock(nn.Module):
@@ -16,28 +15,64 @@ class ECABlock(nn.Module):
 
     Arguments are those of `reference.ECA`; the resolved spec (with kernel size) is ``.spec``.
     Weight: ``conv`` Conv1d(1, 1, k, no bias), weight [1, 1, k]; zero padding (k-1)//2 in the
-    conv, or, for ``padding_mode="circular"``, a wrap-around gather of the channel axis first.
+    conv, or, for ``padding_mode="circular"``, a wrap-around copy of the channel axis first.
+
+    ``forward`` is plain tensor code, like timm/layers/eca.py: it FX-traces, scripts, exports and
+    compiles (README "Compiled paths"). `fast_inference` is the opt-in CPU inference path.
     """
+
+    __jit_ignored_attributes__ = ["spec"]
 
     def __init__(self, channels: int, gamma: int = 2, b: int = 1, kernel_size: int | None = None,
                  padding_mode: str = "zeros", device=None, dtype=None):
         super().__init__()
-        self.spec = reference.ECA(channels, gamma, b, kernel_size, padding_mode)
-        circular = self.spec.padding_mode == "circular"
-        self.conv = nn.Conv1d(1, 1, self.spec.kernel_size, padding=0 if circular else self.spec.padding,
+        self.spec = s = reference.ECA(channels, gamma, b, kernel_size, padding_mode)
+        self._kind, self._channels = s.kind, s.channels  # what the scripted input check needs
+        self._kernel_size, self._padding = s.kernel_size, s.padding
+        circular = s.padding_mode == "circular"
+        self.conv = nn.Conv1d(1, 1, s.kernel_size, padding=0 if circular else s.padding,
                               bias=False, device=device, dtype=dtype)
-        self.register_buffer("wrap_index", torch.as_tensor(self.spec.padded_indices(), device=device)
-                             if circular else None, persistent=False)
+        # Circular padding reads channel (i mod C) at padded position i = -pad .. C + pad - 1
+        # (`reference.ECA.padded_indices`): a slice of the pooled vector tiled `_wraps` times, starting at
+        # (-pad mod C). Plain ints, no index tensor: nothing to move between devices or to keep out of a
+        # scripted module's state_dict (TorchScript keeps non-persistent buffers in it).
+        self._wrap_start = -s.padding % s.channels if circular else 0
+        self._wraps = -(-(self._wrap_start + s.channels + 2 * s.padding) // s.channels) if circular else 0
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The [N, C, 1, 1] channel gate, in ``x``'s dtype."""
+        s = x.mean(dim=(2, 3), dtype=common.accumulation_dtype(x))  # [N, C]
+        if self._wraps > 0:                                           # [N, C + 2 * pad], wrapped
+            s = s.repeat(1, self._wraps)[:, self._wrap_start:self._wrap_start + self._channels + 2 * self._padding]
+        else:
+            s = F.pad(s, (self._padding, self._padding))
+        # The 1-channel conv as one small matrix-vector product: windows [N * C, k] @ taps [k]. Same sum as
+        # Conv1d, without its ~50-90 us fixed cost on a [N, 1, C] input (README "Choosing a backend"). The
+        # windows are made 2-D explicitly: a 3-D ``@`` picks mv or bmm (two summation orders) by whether the
+        # taps require grad, so forward would round differently under no_grad and under TorchScript.
+        k = self._kernel_size
+        windows = s.unfold(1, k, 1).reshape(-1, k)
+        z = torch.sigmoid(torch.mv(windows, self.conv.weight[0, 0].to(s.dtype))).view(-1, self._channels)
+        return common.channel_scale(z, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor(self.spec, x)
-        s = x.mean(dim=(2, 3), dtype=accumulation_dtype(x))  # [N, C]
-        if self.wrap_index is not None:
-            s = s[:, self.wrap_index]                        # [N, C + 2 * pad], wrapped
+        if torch.jit.is_scripting():
+            common.assert_input(x, self._kind, self._channels)
         else:
-            s = F.pad(s, (self.spec.padding, self.spec.padding))
-        # The 1-channel conv as one small matmul: windows [N, C, k] @ taps [k]. Same sum as Conv1d, without
-        # its ~50-90 us fixed cost on a [N, 1, C] input (README "Choosing a backend").
-        z = torch.sigmoid(s.unfold(1, self.spec.kernel_size, 1) @ self.conv.weight[0, 0].to(s.dtype))  # [N, C]
-        z = z.to(x.dtype)[:, :, None, None]
-        return torch.mul(x, z, out=common.fresh_like(x)) if common.inference_path(self, x) else x * z
+            common.check_tensor(self.spec, x)
+        return x * self._scale(x)
+
+    @torch.jit.unused
+    def fast_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` for CPU inference, written into a fresh output with transparent huge pages.
+
+        As `SEBlock.fast_inference`: the same arithmetic as ``forward`` (bit for bit) under
+        ``torch.inference_mode()``, so no autograd graph and an inference tensor out; the output buffer asks
+        for transparent huge pages (`torch_impl.fast.fresh_like`), which torch's ``THP_MEM_ALLOC_ENABLE=1``
+        (read once at start-up) gives every allocation instead. For batched CPU inference of large
+        activations; needs eval mode and a plain strided CPU tensor (ValueError otherwise).
+        """
+        fast.check_fast_input(self, x)
+        common.check_tensor(self.spec, x)
+        with torch.inference_mode():
+            return torch.mul(x, self._scale(x), out=fast.fresh_like(x))

@@ -6,18 +6,22 @@ from torch import nn
 
 import reference
 
-from . import common
-from .activations import ACTIVATIONS, GATES
-from .common import accumulation_dtype, check_tensor, linear
+from . import activations, common, fast
 
 
 class SEBlock(nn.Module):
     """SE on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape and dtype.
 
     Arguments are those of `reference.SE`; the resolved spec is ``.spec``.
-    Weights: ``fc1`` Linear(C -> R), ``fc2`` Linear(R -> C), canonical layout as is.
+    Weights: ``fc1`` Linear(C -> R), ``fc2`` Linear(R -> C), canonical layout as is; ``act`` and ``gate``
+    are parameter-free modules (`torch_impl.activations`).
     float16/bfloat16 inputs pool and run the MLP in float32 (`reference.dtypes`).
+
+    ``forward`` is plain tensor code, like timm/layers/squeeze_excite.py: it FX-traces, scripts, exports
+    and compiles (README "Compiled paths"). `fast_inference` is the opt-in CPU inference path.
     """
+
+    __jit_ignored_attributes__ = ["spec"]
 
     def __init__(self, channels: int, ratio: int = 4, reduced_channels: int | None = None,
                  activation: str = "relu", gate: str = "sigmoid", bias: bool = True,
@@ -25,17 +29,47 @@ class SEBlock(nn.Module):
         super().__init__()
         self.spec = reference.SE(channels, ratio, reduced_channels, activation, gate, bias)
         s = self.spec
+        self._kind, self._channels = s.kind, s.channels  # what the scripted input check needs
         self.fc1 = nn.Linear(s.channels, s.reduced_channels, bias=s.bias, device=device, dtype=dtype)
         self.fc2 = nn.Linear(s.reduced_channels, s.channels, bias=s.bias, device=device, dtype=dtype)
-        self.act = ACTIVATIONS[s.activation]
-        self.gate = GATES[s.gate]
+        self.act = activations.activation(s.activation)
+        self.gate = activations.gate(s.gate)
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        """The [N, C, 1, 1] channel gate, in ``x``'s dtype."""
+        s = x.mean(dim=(2, 3), dtype=common.accumulation_dtype(x))
+        h = self.act(common.linear(s, self.fc1.weight, self.fc1.bias))
+        return common.channel_scale(self.gate(common.linear(h, self.fc2.weight, self.fc2.bias)), x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_tensor(self.spec, x)
-        s = x.mean(dim=(2, 3), dtype=accumulation_dtype(x))
-        z = self.gate(linear(self.fc2, self.act(linear(self.fc1, s))))
-        z = z.to(x.dtype)[:, :, None, None]
-        return torch.mul(x, z, out=common.fresh_like(x)) if common.inference_path(self, x) else x * z
+        if torch.jit.is_scripting():
+            common.assert_input(x, self._kind, self._channels)
+        else:
+            common.check_tensor(self.spec, x)
+        return x * self._scale(x)
+
+    @torch.jit.unused
+    def fast_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` for CPU inference, written into a fresh output with transparent huge pages.
+
+        The same arithmetic as ``forward`` (bit for bit), under ``torch.inference_mode()``: it records no
+        autograd graph, whatever ``x.requires_grad`` and grad mode say, and returns an inference tensor.
+        The output buffer asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``,
+        `torch_impl.fast.fresh_like`), so that writing a large output takes one page fault per 2 MiB
+        instead of per 4 KiB (README "Choosing a backend"). torch's own switch, the environment variable
+        ``THP_MEM_ALLOC_ENABLE=1`` (read once when torch starts), does that for every allocation of the
+        process instead; with it set this path gains nothing over ``forward``.
+
+        Use it for batched CPU inference of large activations, where the benchmark shows the page faults;
+        keep ``forward`` for training, autograd, other devices, and anything that traces, scripts,
+        exports or compiles the module (they never see this method). Needs eval mode and a plain
+        strided CPU tensor: raises ValueError otherwise.
+        """
+        fast.check_fast_input(self, x)
+        common.check_tensor(self.spec, x)
+        with torch.inference_mode():
+            return torch.mul(x, self._scale(x), out=fast.fresh_like(x))
 
     def extra_repr(self) -> str:
         return f"activation={self.spec.activation!r}, gate={self.spec.gate!r}"
+
