@@ -71,3 +71,41 @@ def conv2d(v: torch.Tensor, weight: torch.Tensor, padding: List[int]) -> torch.T
 def channel_scale(z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """The [N, C] gate ``z`` as an [N, C, 1, 1] factor in ``x``'s dtype."""
     return z.to(x.dtype)[:, :, None, None]
+
+
+class ChannelGateBlock(torch.nn.Module):
+    """What SE and ECA share: ``y = x * scale(x)``, with the input check in a form the tracers accept,
+    and the opt-in CPU path. A subclass sets ``spec``, ``_kind``, ``_channels`` and defines ``_scale``
+    (x [N, C, H, W] -> the gate [N, C, 1, 1] in x's dtype)."""
+
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.jit.is_scripting():
+            assert_input(x, self._kind, self._channels)
+        else:
+            check_tensor(self.spec, x)
+        return x * self._scale(x)
+
+    @torch.jit.unused
+    def fast_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward(x)`` for CPU inference, written into a fresh output with transparent huge pages.
+
+        The same arithmetic as ``forward`` (bit for bit), under ``torch.inference_mode()``: it records no
+        autograd graph, whatever ``x.requires_grad`` and grad mode say, and returns an inference tensor.
+        The output buffer asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``,
+        `torch_impl.fast.fresh_like`), so that writing a large output takes one page fault per 2 MiB
+        instead of per 4 KiB (README "Choosing a backend"). torch's own switch, the environment variable
+        ``THP_MEM_ALLOC_ENABLE=1`` (read once when torch starts), does that for every allocation of the
+        process instead; with it set this path gains nothing over ``forward``.
+
+        Use it for batched CPU inference of large activations, where the benchmark shows the page faults;
+        keep ``forward`` for training, autograd, other devices, and anything that traces, scripts,
+        exports or compiles the module (they never see this method). Needs eval mode and a plain
+        strided CPU tensor: raises ValueError otherwise.
+        """
+        fast.check_fast_input(self, x)
+        check_tensor(self.spec, x)
+        with torch.inference_mode():
+            return torch.mul(x, self._scale(x), out=fast.fresh_like(x))

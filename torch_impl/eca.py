@@ -7,10 +7,10 @@ from torch import nn
 
 import reference
 
-from . import common, fast
+from . import common
 
 
-class ECABlock(nn.Module):
+class ECABlock(common.ChannelGateBlock):
     """ECA on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape and dtype.
 
     Arguments are those of `reference.ECA`; the resolved spec (with kernel size) is ``.spec``.
@@ -54,25 +54,3 @@ class ECABlock(nn.Module):
         windows = s.unfold(1, k, 1).reshape(-1, k)
         z = torch.sigmoid(torch.mv(windows, self.conv.weight[0, 0].to(s.dtype))).view(-1, self._channels)
         return common.channel_scale(z, x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            common.assert_input(x, self._kind, self._channels)
-        else:
-            common.check_tensor(self.spec, x)
-        return x * self._scale(x)
-
-    @torch.jit.unused
-    def fast_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward(x)`` for CPU inference, written into a fresh output with transparent huge pages.
-
-        As `SEBlock.fast_inference`: the same arithmetic as ``forward`` (bit for bit) under
-        ``torch.inference_mode()``, so no autograd graph and an inference tensor out; the output buffer asks
-        for transparent huge pages (`torch_impl.fast.fresh_like`), which torch's ``THP_MEM_ALLOC_ENABLE=1``
-        (read once at start-up) gives every allocation instead. For batched CPU inference of large
-        activations; needs eval mode and a plain strided CPU tensor (ValueError otherwise).
-        """
-        fast.check_fast_input(self, x)
-        common.check_tensor(self.spec, x)
-        with torch.inference_mode():
-            return torch.mul(x, self._scale(x), out=fast.fresh_like(x))

@@ -6,10 +6,10 @@ from torch import nn
 
 import reference
 
-from . import activations, common, fast
+from . import activations, common
 
 
-class SEBlock(nn.Module):
+class SEBlock(common.ChannelGateBlock):
     """SE on [N, C, H, W] (contiguous or ``torch.channels_last``); output has the input's shape and dtype.
 
     Arguments are those of `reference.SE`; the resolved spec is ``.spec``.
@@ -40,35 +40,6 @@ class SEBlock(nn.Module):
         s = x.mean(dim=(2, 3), dtype=common.accumulation_dtype(x))
         h = self.act(common.linear(s, self.fc1.weight, self.fc1.bias))
         return common.channel_scale(self.gate(common.linear(h, self.fc2.weight, self.fc2.bias)), x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if torch.jit.is_scripting():
-            common.assert_input(x, self._kind, self._channels)
-        else:
-            common.check_tensor(self.spec, x)
-        return x * self._scale(x)
-
-    @torch.jit.unused
-    def fast_inference(self, x: torch.Tensor) -> torch.Tensor:
-        """``forward(x)`` for CPU inference, written into a fresh output with transparent huge pages.
-
-        The same arithmetic as ``forward`` (bit for bit), under ``torch.inference_mode()``: it records no
-        autograd graph, whatever ``x.requires_grad`` and grad mode say, and returns an inference tensor.
-        The output buffer asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``,
-        `torch_impl.fast.fresh_like`), so that writing a large output takes one page fault per 2 MiB
-        instead of per 4 KiB (README "Choosing a backend"). torch's own switch, the environment variable
-        ``THP_MEM_ALLOC_ENABLE=1`` (read once when torch starts), does that for every allocation of the
-        process instead; with it set this path gains nothing over ``forward``.
-
-        Use it for batched CPU inference of large activations, where the benchmark shows the page faults;
-        keep ``forward`` for training, autograd, other devices, and anything that traces, scripts,
-        exports or compiles the module (they never see this method). Needs eval mode and a plain
-        strided CPU tensor: raises ValueError otherwise.
-        """
-        fast.check_fast_input(self, x)
-        common.check_tensor(self.spec, x)
-        with torch.inference_mode():
-            return torch.mul(x, self._scale(x), out=fast.fresh_like(x))
 
     def extra_repr(self) -> str:
         return f"activation={self.spec.activation!r}, gate={self.spec.gate!r}"
