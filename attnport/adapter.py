@@ -89,6 +89,11 @@ class Adapter:
         """``f(t) -> y``: the module under the framework's compiler (inference mode)."""
         raise NotImplementedError
 
+    def eager(self, module):
+        """``f(t) -> y``: the module's plain inference call, dispatched op by op (no compiler): what a user's
+        ``module(x)`` runs. By default `call`."""
+        return lambda t: self.call(module, t)
+
     def wait(self, y):
         """Block until ``y`` is computed (for timing); returns something holding it."""
         return y

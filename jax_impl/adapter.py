@@ -97,6 +97,9 @@ class NNXAdapter(Adapter):
         f = jax.jit(lambda s, t: nnx.merge(graphdef, s)(t))
         return lambda t: f(state, t)
 
+    def eager(self, module):
+        return module  # the NNX module called op by op; `call` runs it under jax.jit
+
     def wait(self, y):
         return y.block_until_ready()
 

@@ -26,14 +26,14 @@ def cases(x: np.ndarray) -> dict:
            "numpy, new array": lambda: np.multiply(x, 2.0)}
     import torch
 
-    from torch_impl import common
+    from torch_impl.fast import fresh_like
 
     xt = torch.from_numpy(x)
     prt = torch.empty_like(xt).zero_()
     out["torch, into a preallocated tensor"] = lambda: torch.mul(xt, 2.0, out=prt)
     out["torch, new tensor (torch's allocator)"] = lambda: xt * 2.0
-    out["torch, new tensor with huge pages (torch_impl fresh_like)"] = lambda: torch.mul(
-        xt, 2.0, out=common.fresh_like(xt))
+    out["torch, new tensor with huge pages (torch_impl.fast.fresh_like)"] = lambda: torch.mul(
+        xt, 2.0, out=fresh_like(xt))
     import tensorflow as tf
 
     xf = tf.constant(x)
