@@ -229,13 +229,15 @@ def test_a_peer_that_is_not_installed_is_skipped_and_said(monkeypatch):
 
 
 def test_targets_read_the_worst_case_of_each_scope():
-    tensor = 2 * 4 * 4 * 8 * 4
+    shape = [2, 16, 16, 64]
+    tensor = 2 * 16 * 16 * 64 * 4
+    maps = 8 * 2 * (64 + 16 * 16) * 4  # the documented bound on the pooled maps: 8 x N x (C + H x W) floats
 
     def row(backend, module, mode, layout, median, floor, peer=None, memory=None, size="large", is_peer=False,
             below=False):
         return {"backend": backend, "module": module, "kind": module.split(".")[0].lower(), "mode": mode,
                 "layout": layout, "size": size, "median_s": median, "ratio_floor": median / floor,
-                "ratio_peer": peer, "memory_bytes": memory, "is_peer": is_peer, "shape_nhwc": [2, 4, 4, 8],
+                "ratio_peer": peer, "memory_bytes": memory, "is_peer": is_peer, "shape_nhwc": shape,
                 "below_floor": below}
 
     rows = [
@@ -244,6 +246,7 @@ def test_targets_read_the_worst_case_of_each_scope():
         row("torch", "SE", "fast_inference", "nchw", 1.2, 1.0, peer=0.7),                # best mode 1.2 <= 1.5
         row("torch", "SE", "compiled", "nchw", 2.08, 1.0, peer=1.0),                     # compiled/eager 1.3: missed
         row("torch", "CBAM", "eager", "nchw", 2.5, 1.0, peer=1.0, memory=3 * tensor),    # 2 extra tensors: missed
+        row("torch", "CBAM", "eager", "channels_last", 2.5, 1.0, peer=1.0, memory=2 * tensor + maps),  # x*Mc + maps
         row("torch", "CBAM", "fast_inference", "nchw", 2.2, 1.0, peer=0.7),              # 0.7 > 0.6: missed
         row("torch", "CBAM", "compiled", "nchw", 1.9, 1.0, peer=0.8),                    # best mode 1.9 <= 2
         row("timm", "SE", "eager", "nchw", 1.0, 1.0, is_peer=True),                      # peers are not targets
@@ -266,7 +269,10 @@ def test_targets_read_the_worst_case_of_each_scope():
     assert got["jax best mode / floor, SE/ECA"]["measured"] == pytest.approx(1.4)
     assert "jax compiled / eager" not in got  # no eager row of the same size to pair with
     memory = got["peak extra memory, in full-size tensors, CBAM"]
-    assert memory["measured"] == pytest.approx(2.0) and not memory["met"]
+    assert memory["measured"] == pytest.approx((2 * tensor - maps) / tensor) and not memory["met"]
+    assert memory["worst"] == "CBAM large eager nchw"
+    # x*Mc plus the pooled maps is the one full-size temporary CBAM's plain formulation may hold
+    assert report.full_size_temporaries(rows[5]) == pytest.approx(1.0)
     assert got["peak extra memory, in full-size tensors, SE/ECA"]["met"]
     assert not any(t["target"].startswith("timm") for t in report.targets({"rows": rows}))
     assert all(t["why"] for t in got.values())

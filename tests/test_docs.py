@@ -21,17 +21,30 @@ def test_readme_bench_tables_are_the_committed_runs():
     """The "Choosing a backend" tables are generated from the committed runs in benchmarks/results."""
     import json
 
-    from attnport.bench import report
+    from attnport.bench import readme_section, report
 
     results = pathlib.Path(__file__).parents[1] / "benchmarks" / "results"
     for name in ("large.json", "large_hugepages.json"):
         run = json.loads((results / name).read_text())
         assert report.markdown(run, modules=("SE", "ECA", "CBAM")) in README, name
+        assert run["meta"]["sizes"] == {"large": [32, 56, 56, 256]} and run["meta"]["repeats"] >= 10, name
+        assert not any(r["below_floor"] for r in run["rows"]), name  # a ratio below 1 means the floor is wrong
     run = json.loads((results / "large.json").read_text())
-    assert report.targets_markdown(run) in README
-    assert run["meta"]["sizes"] == {"large": [32, 56, 56, 256]} and run["meta"]["repeats"] >= 10
+    assert report.targets_markdown(run) in README and report.bandwidth_markdown(run) in README
     assert (results / "large.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "benchmarks/results/large.png" in README
+    assert readme_section.section() in README  # the prose's numbers too
+
+
+def test_bench_page_tables_are_the_committed_runs():
+    from attnport.bench import readme_section
+
+    page = (pathlib.Path(__file__).parents[1] / "benchmarks" / "README.md").read_text()
+    blocks = readme_section.page_blocks()
+    assert set(blocks) == {"cache_floor", "noise", "targets"}
+    assert readme_section.rewrite_blocks(page, blocks) == page
+    for block in blocks.values():
+        assert block and block in page
 
 
 def test_tolerance_follows_the_documented_derivation():

@@ -67,8 +67,8 @@ PEERS = {"timm": ("timm", ("se", "eca", "cbam")), "torchvision": ("torchvision",
          "keras": ("tensorflow", ("se",))}
 # the peer a row of our backend is compared with, per family: one of its own framework, or none
 PEER_OF = {"torch": {"se": "timm", "eca": "timm", "cbam": "timm"}, "tf": {"se": "keras"}, "jax": {}}
-LAYOUTS = {"torch": ("nchw", "channels_last"), "timm": ("nchw", "channels_last"),
-           "torchvision": ("nchw", "channels_last"), "tf": ("nhwc",), "keras": ("nhwc",), "jax": ("nhwc",)}
+TIMED_LAYOUTS = {"torch": ("nchw", "channels_last"), "timm": ("nchw", "channels_last"),  # each target's timed layouts
+                 "torchvision": ("nchw", "channels_last"), "tf": ("nhwc",), "keras": ("nhwc",), "jax": ("nhwc",)}
 FRAMEWORK = {"torch": "torch", "timm": "torch", "torchvision": "torch", "tf": "tensorflow", "keras": "tensorflow",
              "jax": "jax"}
 PROCESS_ORDER = ("torch", "tensorflow", "jax")
@@ -264,7 +264,7 @@ def cases(plan: Plan) -> list[Case]:
                 for mode in plan.modes:
                     if mode == "fast_inference" and target != "torch":
                         continue
-                    for layout in LAYOUTS[target]:
+                    for layout in TIMED_LAYOUTS[target]:
                         out.append(Case(module, size, SIZES[size], target, mode, layout, is_peer))
     return out
 
