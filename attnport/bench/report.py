@@ -223,6 +223,7 @@ def bandwidth_markdown(result: dict) -> str:
 # ------------------------------------------------------------------------------------------ targets
 # Each target: what it compares, the rows it reads, the limit and why; read from a run, never asserted in tests.
 _FAMILY = {"se": "SE/ECA", "eca": "SE/ECA", "cbam": "CBAM"}
+PASSES = {"se": 3, "eca": 3, "cbam": 4}  # tensor passes a module must make (benchmarks/README.md "Floor")
 FLOOR_LIMIT = {"SE/ECA": 1.5, "CBAM": 2.0}
 WHY = {
     "forward": "our default forward against timm's module, same input, layout and mode, paired per round: both are "
