@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from types import ModuleType
 
+from . import quiet
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -60,9 +62,10 @@ def load(name: str) -> ModuleType:
     if not installed(name):
         raise ImportError(f"backend {name!r} needs {row.requires}, which is not installed; "
                           f"pip install 'attnport[{name}]'")
-    if name == "tf":
-        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if row.package not in sys.modules:
+        if name == "tf":
+            os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        quiet.import_quietly(row.requires)  # the framework's start-up chatter off stderr (attnport/quiet.py)
     return importlib.import_module(row.package)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import logging
 import os
 import re
@@ -110,6 +111,10 @@ def import_quietly(name: str):
     environment()
     if name in sys.modules:
         return sys.modules[name]
+    if name == "tensorflow" and "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        # torch's CUDA builds ship triton, which torch.compile loads lazily; libtriton loaded after
+        # TensorFlow crashes the process, so it goes first
+        importlib.import_module("triton")
     with filtered_stderr():
         module = importlib.import_module(name)
         if name == "tensorflow":

@@ -46,3 +46,23 @@ def test_environment_keeps_a_value_already_set(monkeypatch):
     monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
     quiet.environment()
     assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+
+
+def test_loading_a_backend_prints_no_framework_chatter():
+    """`attnport.backends.load` (what every command uses) imports TensorFlow and JAX with their start-up
+    chatter held back: a fresh process that loads every backend writes nothing to stderr."""
+    import subprocess
+    import sys
+
+    from attnport import backends
+
+    names = [n for n in backends.BACKENDS if backends.installed(n)]
+    code = ("from attnport import backends\n"
+            f"for name in {names!r}:\n"
+            "    backends.adapter(name)\n"
+            "print('loaded', sorted(__import__('sys').modules.keys() & {'torch', 'tensorflow', 'jax'}))")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("loaded"), done.stdout
+    assert done.stderr == "", done.stderr
