@@ -3,6 +3,17 @@ from __future__ import annotations
 
 import reference
 
+from .specparse import parse_spec
+
+PRESET_LABELS: dict = {}  # spec -> the preset call it was made by, e.g. "SE.timm(200)": how check names it
+
+
+def _preset(call: str):
+    """The spec the preset call ``call`` makes (parsed, never evaluated), remembered under that name."""
+    spec = parse_spec(call)
+    PRESET_LABELS[spec] = call
+    return spec
+
 SE_SPECS = [
     reference.SE(1),                                              # C < ratio: width clamps to 1
     reference.SE(3, ratio=4),                                     # C < ratio
@@ -21,11 +32,11 @@ SE_SPECS = [
     reference.SE(16, activation="gelu"),
     reference.SE(16, activation="gelu_tanh", gate="hard_sigmoid_keras2", bias=False),
     # presets (README "Presets")
-    reference.SE.paper(256),
-    reference.SE.timm(200),
-    reference.SE.torchvision(40, squeeze_channels=10, activation="silu"),
-    reference.SE.efficientnet(96, in_channels=16),
-    reference.SE.mobilenetv3(72),
+    _preset("SE.paper(256)"),
+    _preset("SE.timm(200)"),
+    _preset('SE.torchvision(40, squeeze_channels=10, activation="silu")'),
+    _preset("SE.efficientnet(96, in_channels=16)"),
+    _preset("SE.mobilenetv3(72)"),
 ]
 
 ECA_SPECS = [reference.ECA(c) for c in (1, 7, 8, 24, 127, 128, 512, 2048)] + [
@@ -34,17 +45,17 @@ ECA_SPECS = [reference.ECA(c) for c in (1, 7, 8, 24, 127, 128, 512, 2048)] + [
     reference.ECA(64, kernel_size=5),
     reference.ECA(7, kernel_size=7),    # kernel wider than the channel axis: all zero padding
     reference.ECA(128, kernel_size=9),
-    reference.ECA.timm(7),
-    reference.ECA.circular(7),
-    reference.ECA.circular(128),
+    _preset("ECA.timm(7)"),
+    _preset("ECA.circular(7)"),
+    _preset("ECA.circular(128)"),
     reference.ECA(3, kernel_size=9, padding_mode="circular"),  # wraps around the channel axis more than once
 ]
 
 CBAM_SPECS = [
-    reference.CBAM.official(40),
-    reference.CBAM.timm(40),
-    reference.CBAM.official(64),
-    reference.CBAM.timm(24),
+    _preset("CBAM.official(40)"),
+    _preset("CBAM.timm(40)"),
+    _preset("CBAM.official(64)"),
+    _preset("CBAM.timm(24)"),
     reference.CBAM(3),                                            # C < ratio: width clamps to 1
     reference.CBAM(8, ratio=2, spatial_kernel=3, spatial_norm=False, gate="hard_sigmoid"),
     reference.CBAM(16, spatial_kernel=1, mlp_bias=False),
@@ -80,6 +91,17 @@ def shapes(dtype: str, backend: str | None = None):
     if backend in COMPILES_PER_SHAPE:
         return SHAPE_BUCKET
     return tuple((n, hw) for n in BATCHES for hw in SPATIAL)
+
+
+def label(spec) -> str:
+    """How `attnport check` names a case: its preset call (``SE.timm(200)``) or its `spec_id`."""
+    return PRESET_LABELS.get(spec) or spec_id(spec)
+
+
+SPEC_ID_LEGEND = ("se-C{channels}-r{ratio}-R{reduced width}-{activation}-{gate}-b{bias 0/1}; "
+                  "eca-C{channels}-g{gamma}-b{b}-k{kernel size}-{padding mode}; "
+                  "cbam-C{channels}-R{reduced width}-b{MLP bias 0/1}-k{spatial kernel}-{spatial order}-"
+                  "bn{BN epsilon} or nobn-{gate}")
 
 
 def spec_id(spec) -> str:

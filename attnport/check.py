@@ -15,7 +15,7 @@ CHECK_SHAPES = ((1, 1, 1), (3, 2, 5), (2, 7, 7))  # (N, H, W)
 
 @dataclass
 class Row:
-    module: str
+    module: str            # the case's label: its preset call (``SE.timm(200)``) or `cases.spec_id`
     backend: str
     dtype: str
     max_abs: float = float("nan")
@@ -25,6 +25,8 @@ class Row:
     passed: bool = False
     note: str = ""
     failures: list = field(default_factory=list)
+    family: str = ""       # "se", "eca", "cbam"
+    tol_fraction: float = float("nan")  # worst max|y - ref| / (atol + rtol |ref|) over the inputs: <= 1 passes
 
 
 def _inputs(spec, dtype, seed=0):
@@ -40,30 +42,36 @@ def _outputs(bridge, module, spec, dtype):
 
 
 def check_spec(spec, dtype: str, bridges: dict) -> list[Row]:
-    """Rows for one spec and dtype, one per backend in ``bridges`` (name -> backend package)."""
+    """Rows for one spec and dtype, one per backend in ``bridges`` (name -> backend package).
+
+    Each backend builds one module, natively initialized (seed 1): its exported weights and outputs are
+    what the other backends must reproduce (transfer), then the reference weights are loaded into it
+    (oracle and round trip), then every other backend's native weights in turn (transfer in). One module
+    per backend and spec: JAX compiles per module structure, initializer shape and input shape.
+    """
     params = spec.init_params(seed=0, dtype=reference.numpy_dtype(dtype))
     oracle = [reference.forward(spec, params, x, fmt) for fmt, x in _inputs(spec, dtype)]
     tol, pair_tol = reference.tolerance(dtype), reference.pair_tolerance(dtype)
-    rows, modules = {}, {}
+    rows, modules, native = {}, {}, {}
     for name, bridge in bridges.items():
-        row = rows[name] = Row(cases.spec_id(spec), name, dtype)
-        module = modules[name] = bridge.load_params(bridge.build(spec, seed=0, dtype=dtype), params)
+        module = modules[name] = bridge.build(spec, seed=1, dtype=dtype)
+        native[name] = (bridge.export_params(module), _outputs(bridge, module, spec, dtype))
+    for name, bridge in bridges.items():
+        row = rows[name] = Row(cases.label(spec), name, dtype, family=spec.kind)
+        module = bridge.load_params(modules[name], params)
         exported = bridge.export_params(module)
         row.roundtrip_exact = all(exported[k].dtype == params[k].dtype and
                                   exported[k].tobytes() == params[k].tobytes() for k in params)
         outputs = _outputs(bridge, module, spec, dtype)
         errs = [reference.errors(y, r) for y, r in zip(outputs, oracle)]
         row.max_abs, row.max_rel = max(e[0] for e in errs), max(e[1] for e in errs)
+        row.tol_fraction = max(reference.tolerance_fraction(y, r, tol) for y, r in zip(outputs, oracle))
         if not all(reference.within(y, r, tol) for y, r in zip(outputs, oracle)):
             row.failures.append("oracle")
         if not row.roundtrip_exact:
             row.failures.append("round-trip")
-    # backend -> backend: natively initialized source, exported, loaded into the target (the
-    # target module above is reused: load_params replaces every weight it holds).
-    for src, src_bridge in bridges.items():
-        src_module = src_bridge.build(spec, seed=1, dtype=dtype)
-        weights = src_bridge.export_params(src_module)
-        expected = _outputs(src_bridge, src_module, spec, dtype)
+    # backend -> backend: the source's natively initialized weights, loaded into the target's module
+    for src, (weights, expected) in native.items():
         for dst, dst_bridge in bridges.items():
             if dst == src:
                 continue
@@ -78,6 +86,29 @@ def check_spec(spec, dtype: str, bridges: dict) -> list[Row]:
         row.passed = not row.failures
         row.note = ", ".join(row.failures)
     return list(rows.values())
+
+
+def summary(rows) -> list[dict]:
+    """One line per module family x backend x dtype: cases, passed, the worst fraction of the tolerance,
+    round trip and transfer all exact/ok, and the notes of the failed cases. "not installed" rows stay."""
+    groups: dict = {}
+    for r in rows:
+        key = (r.family or r.module, r.backend, r.dtype)
+        g = groups.setdefault(key, {"family": key[0], "backend": r.backend, "dtype": r.dtype, "cases": 0,
+                                    "passed": 0, "tol_fraction": 0.0, "roundtrip_exact": True,
+                                    "transfer_ok": None, "failed": [], "note": ""})
+        if r.note == "not installed":
+            g["note"] = "not installed"
+            continue
+        g["cases"] += 1
+        g["passed"] += r.passed
+        g["tol_fraction"] = max(g["tol_fraction"], r.tol_fraction)
+        g["roundtrip_exact"] &= bool(r.roundtrip_exact)
+        if r.transfer_ok is not None:
+            g["transfer_ok"] = r.transfer_ok if g["transfer_ok"] is None else g["transfer_ok"] and r.transfer_ok
+        if not r.passed:
+            g["failed"].append(f"{r.module}: {r.note}")
+    return list(groups.values())
 
 
 def run_check(backend_names=None, specs=None, dtypes=cases.DTYPES, progress=None) -> list[Row]:

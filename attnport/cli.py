@@ -12,42 +12,97 @@ from . import backends, cases
 def _check(args) -> int:
     from rich.console import Console
     from rich.progress import Progress
-    from rich.table import Table
-
-    import reference
 
     from .check import run_check
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)
     names = args.backend or list(backends.BACKENDS)
-    # --markdown: stdout carries the table only (pipe it into a file); the progress bar goes to stderr.
-    with Progress(console=Console(stderr=True) if args.markdown else console, transient=True) as progress:
+    # the progress bar goes to stderr, so that stdout carries the result alone (JSON, Markdown, the tables)
+    with Progress(console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("checking", total=len(cases.SPECS) * len(args.dtype))
         rows = run_check(names, dtypes=args.dtype, progress=lambda: progress.advance(task))
     if args.json:
         print(json.dumps([{k: v for k, v in asdict(r).items() if k != "failures"} for r in rows], indent=1))
     elif args.markdown:
         print(_check_markdown(rows, args.dtype))
+    elif args.verbose:
+        _print_check_rows(rows, args.dtype)
     else:
-        table = Table(title="attnport check: each backend against the float64 oracle")
-        for col in ("module", "backend", "dtype", "max abs err", "max rel err", "round-trip exact",
-                    "transfer in", "result"):
-            table.add_column(col)
-        yes_no = {True: "yes", False: "[red]no[/]", None: "-"}
-        for r in rows:
-            if r.note == "not installed":
-                table.add_row(r.module, r.backend, r.dtype, "-", "-", "-", "-", "[yellow]not installed[/]")
-                continue
-            result = "[green]pass[/]" if r.passed else f"[red]FAIL[/] ({r.note})"
-            table.add_row(r.module, r.backend, r.dtype, f"{r.max_abs:.2e}", f"{r.max_rel:.2e}",
-                          yes_no[r.roundtrip_exact], yes_no[r.transfer_ok], result)
-        console.print(table)
-        tols = ", ".join(f"{d}: rtol=atol={reference.tolerance(d).rtol:.3g}" for d in args.dtype)
-        console.print(f"tolerance (|y - ref| <= atol + rtol*|ref|): {tols}; between backends twice that")
+        _print_check_summary(rows, args.dtype)
     failed = [r for r in rows if not r.passed]
     checked = [r for r in rows if r.note != "not installed"]
-    print(f"{len(checked) - len(failed)} passed, {len(failed)} failed", file=sys.stderr)
+    if not (args.json or args.markdown):
+        print(_check_verdict(checked, failed, args.dtype))
     return 1 if failed or not checked else 0
+
+
+def _check_verdict(checked, failed, dtypes) -> str:
+    """The last line of `attnport check`, on stdout."""
+    where = f"{', '.join(dict.fromkeys(r.backend for r in checked))}; {', '.join(dtypes)}"
+    if not checked:
+        return "verdict: FAIL: nothing was checked (no backend is installed)"
+    if failed:
+        return f"verdict: FAIL: {len(failed)} of {len(checked)} cases failed ({where}); --verbose lists them"
+    return f"verdict: pass: {len(checked)} cases within tolerance ({where})"
+
+
+def _tolerance_line(dtypes) -> str:
+    import reference
+
+    tols = ", ".join(f"{d} {reference.tolerance(d).rtol:.3g}" for d in dtypes)
+    return f"tolerance |y - ref| <= atol + rtol*|ref|, rtol = atol: {tols}; between backends twice that"
+
+
+def _print_check_summary(rows, dtypes) -> None:
+    """Module family x backend x dtype, 80 columns: cases, worst error as a fraction of the tolerance."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .check import summary
+
+    console = Console(width=80) if not sys.stdout.isatty() else Console()
+    table = Table(title="attnport check: each backend against the float64 oracle", title_justify="left")
+    for col, justify in (("family", "left"), ("backend", "left"), ("dtype", "left"), ("cases", "right"),
+                         ("err/tol", "right"), ("export", "left"), ("transfer", "left"), ("result", "left")):
+        table.add_column(col, justify=justify)
+    yes_no = {True: "exact", False: "[red]no[/]", None: "-"}
+    ok = {True: "ok", False: "[red]no[/]", None: "-"}
+    for g in summary(rows):
+        if g["note"] == "not installed":
+            table.add_row(g["family"], g["backend"], g["dtype"], "-", "-", "-", "-", "[yellow]not installed[/]")
+            continue
+        result = "[green]pass[/]" if g["passed"] == g["cases"] else f"[red]FAIL {g['cases'] - g['passed']}[/]"
+        table.add_row(g["family"], g["backend"], g["dtype"], str(g["cases"]), f"{g['tol_fraction']:.3f}",
+                      yes_no[g["roundtrip_exact"]], ok[g["transfer_ok"]], result)
+    console.print(table)
+    console.print("err/tol: the worst |y - ref| / (atol + rtol*|ref|) of the family's cases (1 is the limit); "
+                  "export: the reference weights exported back bit for bit; transfer: every other backend's "
+                  "native weights give its outputs. " + _tolerance_line(dtypes) + ". --verbose: every case.")
+    for g in summary(rows):
+        for line in g["failed"]:
+            console.print(f"[red]failed[/] {g['backend']} {g['dtype']} {line}")
+
+
+def _print_check_rows(rows, dtypes) -> None:
+    """Every case (``--verbose``), with a legend of the case ids."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    table = Table(title="attnport check: each case against the float64 oracle", title_justify="left")
+    for col in ("case", "backend", "dtype", "max abs err", "max rel err", "err/tol", "round-trip exact",
+                "transfer in", "result"):
+        table.add_column(col)
+    yes_no = {True: "yes", False: "[red]no[/]", None: "-"}
+    for r in rows:
+        if r.note == "not installed":
+            table.add_row(r.module, r.backend, r.dtype, "-", "-", "-", "-", "-", "[yellow]not installed[/]")
+            continue
+        result = "[green]pass[/]" if r.passed else f"[red]FAIL[/] ({r.note})"
+        table.add_row(r.module, r.backend, r.dtype, f"{r.max_abs:.2e}", f"{r.max_rel:.2e}", f"{r.tol_fraction:.3f}",
+                      yes_no[r.roundtrip_exact], yes_no[r.transfer_ok], result)
+    console.print(table)
+    console.print(f"case: a preset call, or {cases.SPEC_ID_LEGEND}")
+    console.print(_tolerance_line(dtypes))
 
 
 def _check_markdown(rows, dtypes) -> str:
@@ -286,8 +341,9 @@ def main(argv=None) -> int:
                        help="dtype to check (repeatable, or 'all'); default: float32, which keeps the default "
                             "run under a minute on 2 cores")
     out = check.add_mutually_exclusive_group()
-    out.add_argument("--json", action="store_true", help="print rows as JSON instead of a table")
-    out.add_argument("--markdown", action="store_true", help="print rows as a Markdown table")
+    out.add_argument("--verbose", action="store_true", help="print every case instead of the summary per family")
+    out.add_argument("--json", action="store_true", help="print every case as JSON instead of a table")
+    out.add_argument("--markdown", action="store_true", help="print every case as a Markdown table")
     from .convert import FILE_LAYOUTS
 
     inspect = sub.add_parser("inspect", help="list the attention modules a weight file holds")

@@ -15,7 +15,7 @@ from .layout import FRAMEWORKS, ParamInfo, bn_momentum, from_native, native, nat
 from .rules import make_divisible, round_half_up
 from .se import SE, se_reduced_width
 from .tolerance import (Tolerance, assert_within, errors, gradient_tolerance, pair_tolerance, tolerance,
-                        unit_roundoff, within)
+                        tolerance_fraction, unit_roundoff, within)
 from .validation import (DATA_FORMATS, ParamError, check_castable, check_input, check_input_dtype, check_params,
                          is_float_dtype)
 from .gradients import vjp
@@ -27,7 +27,8 @@ __all__ = [
     "round_half_up", "swap_spatial_order", "ACTIVATIONS", "GATES",
     "SUPPORTED_DTYPES", "accumulation_dtype", "numpy_dtype",
     "FRAMEWORKS", "ParamInfo", "bn_momentum", "from_native", "native", "native_shape", "to_native",
-    "Tolerance", "assert_within", "errors", "gradient_tolerance", "pair_tolerance", "tolerance", "unit_roundoff",
+    "Tolerance", "assert_within", "errors", "gradient_tolerance", "pair_tolerance", "tolerance", "tolerance_fraction",
+    "unit_roundoff",
     "within",
     "DATA_FORMATS", "ParamError", "check_castable", "check_input", "check_input_dtype", "check_params",
     "is_float_dtype",

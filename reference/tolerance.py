@@ -71,6 +71,17 @@ def errors(actual, expected) -> tuple[float, float]:
     return float(diff.max()), float(rel.max())
 
 
+def tolerance_fraction(actual, expected, tol: Tolerance) -> float:
+    """``max |actual - expected| / (atol + rtol * |expected|)``: 1.0 is the tolerance's edge, above fails."""
+    a = np.asarray(actual, dtype=np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        raise ValueError(f"shape mismatch: actual {a.shape} vs expected {e.shape}")
+    if a.size == 0:
+        return 0.0
+    return float((np.abs(a - e) / (tol.atol + tol.rtol * np.abs(e))).max())
+
+
 def within(actual, expected, tol: Tolerance) -> bool:
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)

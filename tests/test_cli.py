@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import reference
-from attnport import backends, check, cli
+from attnport import backends, cases, check, cli
 
 from helpers import get_bridge
 
@@ -67,7 +67,67 @@ def test_cli_exit_code_reflects_failures(monkeypatch, capsys):
     monkeypatch.setattr(check, "run_check",
                         lambda *a, **k: [check.Row("se", "torch", "float32", 0.0, 0.0, True, True, True)])
     assert cli.main(["check", "--backend", "torch", "--dtype", "float32"]) == 0
-    assert "1 passed, 0 failed" in capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "verdict: pass: 1 cases within tolerance (torch; float32)"
+
+
+def test_check_summary_fits_80_columns_with_the_verdict_on_stdout(monkeypatch, capsys):
+    """The default output: module family x backend x dtype at 80 columns, then the verdict, all on stdout
+    (so that `attnport check 2>/dev/null` still shows the result)."""
+    get_bridge("torch"), get_bridge("jax")
+    few = [reference.SE.timm(24), reference.SE(8, ratio=4), reference.ECA(24, kernel_size=3)]
+    monkeypatch.setattr(cases, "SPECS", few)
+    assert cli.main(["check", "--backend", "torch", "--backend", "jax"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert max(len(line) for line in lines) <= 80, [line for line in lines if len(line) > 80]
+    assert lines[-1] == "verdict: pass: 6 cases within tolerance (torch, jax; float32)"
+    rows = [line for line in lines if line.startswith("│")]
+    cells = [[c.strip() for c in line.strip("│").split("│")] for line in rows]
+    assert [(c[0], c[1], c[3], c[-1]) for c in cells] == [
+        ("se", "torch", "2", "pass"), ("se", "jax", "2", "pass"), ("eca", "torch", "1", "pass"),
+        ("eca", "jax", "1", "pass")]
+    assert all(0 < float(c[4]) < 1 for c in cells)  # the worst error as a fraction of the tolerance
+    assert "verdict" not in captured.err
+
+
+def test_check_verbose_names_presets_and_explains_the_ids(monkeypatch, capsys):
+    get_bridge("torch")
+    monkeypatch.setattr(cases, "SPECS", [reference.SE.timm(200), reference.SE(8, ratio=4)])
+    assert cli.main(["check", "--backend", "torch", "--verbose"]) == 0
+    out = capsys.readouterr().out
+    assert "SE.timm(200)" in out and "se-C8-r4-R2-relu-sigmoid-b1" in out
+    assert "se-C{channels}-r{ratio}-R{reduced width}" in out
+
+
+def test_check_failure_names_the_case_on_stdout(monkeypatch, capsys):
+    rows = [check.Row("SE.timm(24)", "torch", "float32", 1.0, 1.0, True, True, False, "oracle", ["oracle"], "se", 3.5),
+            check.Row("se-C8-r4-R2-relu-sigmoid-b1", "torch", "float32", 0.0, 0.0, True, True, True, "", [], "se",
+                      0.25)]
+    monkeypatch.setattr(check, "run_check", lambda *a, **k: rows)
+    assert cli.main(["check", "--backend", "torch"]) == 1
+    out = capsys.readouterr().out
+    assert "SE.timm(24): oracle" in out
+    assert out.splitlines()[-1] == ("verdict: FAIL: 1 of 2 cases failed (torch; float32); --verbose lists them")
+    summary = check.summary(rows)
+    assert len(summary) == 1 and summary[0]["cases"] == 2 and summary[0]["passed"] == 1
+    assert summary[0]["tol_fraction"] == 3.5 and summary[0]["failed"] == ["SE.timm(24): oracle"]
+
+
+def test_tolerance_fraction_is_the_error_over_the_elementwise_bound():
+    tol = reference.tolerance("float32")
+    expected = np.array([0.0, 2.0, -4.0])
+    bound = tol.atol + tol.rtol * np.abs(expected)
+    actual = expected + np.array([0.25, -0.5, 0.75]) * bound
+    assert reference.tolerance_fraction(actual, expected, tol) == pytest.approx(0.75)
+    assert reference.tolerance_fraction(expected, expected, tol) == 0.0
+
+
+def test_cases_are_labelled_by_their_preset_call():
+    assert cases.label(reference.SE.timm(200)) == "SE.timm(200)"
+    assert cases.label(reference.CBAM.official(40)) == "CBAM.official(40)"
+    assert cases.label(reference.SE(24)) == cases.spec_id(reference.SE(24)) == "se-C24-r4-R6-relu-sigmoid-b1"
+    assert sum(label[0].isupper() for label in map(cases.label, cases.SPECS)) == len(cases.PRESET_LABELS) == 12
 
 
 def test_python_m_attnport_check_json():
