@@ -1,8 +1,15 @@
 """attnport: cross-backend tooling: the backend registry, the shared case list, checkpoints
 (`save`/`load`), layout conversion, port verification (`verify`) and the command line
 (`check`, `inspect`, `convert`, `diff`, `verify`, `bench`)."""
+from importlib import metadata as _metadata
+
 from . import backends, cases
 from .checkpoint import CheckpointError, Summary, load, read_tensors, save
 from .verification import Report, verify
 
-__all__ = ["backends", "cases", "save", "load", "read_tensors", "CheckpointError", "Summary", "verify", "Report"]
+try:
+    __version__ = _metadata.version("attnport")
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = ["__version__", "backends", "cases", "save", "load", "read_tensors", "CheckpointError", "Summary", "verify", "Report"]

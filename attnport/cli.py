@@ -332,7 +332,10 @@ def _verify(args) -> int:
 
 
 def main(argv=None) -> int:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="attnport", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"attnport {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="cross-check every module in every installed backend")
     check.add_argument("--backend", action="append", choices=sorted(backends.BACKENDS),

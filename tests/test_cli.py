@@ -152,3 +152,24 @@ def test_check_default_and_all_dtypes(monkeypatch, argv, expected):
     monkeypatch.setattr(check, "run_check", fake)
     assert cli.main(["check", "--json", *argv]) == 0
     assert seen["dtypes"] == expected
+
+
+def test_version_is_the_installed_distributions(capsys):
+    import importlib.metadata
+
+    import attnport
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == f"attnport {importlib.metadata.version('attnport')}\n"
+    assert attnport.__version__ == importlib.metadata.version("attnport") == "0.1.0"
+
+
+def test_the_license_file_is_the_declared_one():
+    import importlib.metadata
+    import pathlib
+
+    text = (pathlib.Path(__file__).parents[1] / "LICENSE").read_text()
+    assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
+    assert importlib.metadata.metadata("attnport")["License-Expression"] == "Apache-2.0"
