@@ -278,45 +278,74 @@ def _add_discovery_options(parser) -> None:
 
 
 def _load_factory(target: str):
-    """``path/to/file.py:factory`` -> the object ``factory()`` returns. Runs the user's own file."""
+    """``path/to/file.py:factory`` -> the object ``factory()`` returns. Runs the user's own file; what goes
+    wrong there (an exception, ``sys.exit``, a None result) is `BadInput` naming the file and factory."""
     import importlib.util
     import pathlib
 
     from .files import BadInput
 
+    def run_user_code(what: str, fn, *args):
+        """``fn(*args)`` from the user's file; its exception or ``sys.exit`` becomes `BadInput` naming ``what``."""
+        try:
+            return fn(*args)
+        except SystemExit as exc:
+            raise BadInput(f"{what} called sys.exit({exc.code!r})") from None
+        except Exception as exc:  # noqa: BLE001 - the user's code: say what it raised
+            raise BadInput(f"{what} raised {type(exc).__name__}: {exc}") from None
+
     path, _, name = target.rpartition(":")
     if not path or not name:
         raise BadInput(f"{target!r}: expected PATH.py:FACTORY")
     file = pathlib.Path(path)
-    if not file.is_file():
+    if not file.exists():
         raise BadInput(f"{file}: no such file")
+    if not file.is_file():
+        raise BadInput(f"{file}: not a regular file (expected PATH.py:FACTORY)")
     module_spec = importlib.util.spec_from_file_location(f"attnport_user_{file.stem}", file)
+    if module_spec is None:
+        raise BadInput(f"{file}: not a Python file (expected PATH.py:FACTORY)")
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    dont_write = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # leave no __pycache__ beside the user's file
+    try:
+        run_user_code(f"running {file}", module_spec.loader.exec_module, module)
+    finally:
+        sys.dont_write_bytecode = dont_write
     factory = getattr(module, name, None)
     if not callable(factory):
         raise BadInput(f"{file} has no callable {name!r}")
-    return factory()
+    candidate = run_user_code(f"{file}:{name}()", factory)
+    if candidate is None:
+        raise BadInput(f"{file}:{name}() returned None; expected a torch nn.Module, a Keras layer, a Flax NNX "
+                       "module or a callable f(x, params)")
+    return candidate
 
 
 def _verify(args) -> int:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from .files import BadInput
     from .specparse import parse_spec
-    from .verification import verify
+    from .verification import BadCandidate, SpecTooLarge, check_size, verify
 
     try:
         spec = parse_spec(args.spec)
+        check_size(spec)  # before the user's file runs or anything is allocated
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
-    report = verify(_load_factory(args.target), spec, data_format=args.data_format)
+    candidate = _load_factory(args.target)
+    try:
+        report = verify(candidate, spec, data_format=args.data_format)
+    except (BadCandidate, SpecTooLarge) as exc:
+        raise BadInput(f"{args.target}: {exc}") from None
     if args.json:
         print(report.to_json())
     else:
         console = Console() if sys.stdout.isatty() else Console(width=160)
-        table = Table(title=f"attnport verify {args.target} against {spec!r}")
+        table = Table(title=f"attnport verify {escape(args.target)} against {escape(repr(spec))}")
         for col in ("input", "format", "max abs err", "max rel err", "result"):
             table.add_column(col)
 
@@ -324,10 +353,18 @@ def _verify(args) -> int:
             return "-" if v is None else f"{v:.2e}"
 
         for case in report.cases:
-            result = "[green]pass[/]" if case.passed else f"[red]FAIL[/]{' ' + case.error if case.error else ''}"
+            error = " " + escape(case.error) if case.error else ""
+            result = "[green]pass[/]" if case.passed else f"[red]FAIL[/]{error}"
             table.add_row(case.name, case.data_format, num(case.max_abs), num(case.max_rel), result)
         console.print(table)
-        console.print(report.to_markdown().split("\n## ", 1)[-1] if not report.passed else "verdict: pass")
+        if report.passed:
+            console.print("verdict: pass")
+            if report.unmapped:
+                console.print("unmapped variables (no canonical parameter maps to them):")
+            for u in report.unmapped:
+                console.print(f"  {u.name} {list(u.shape)}: {u.verdict}", markup=False)
+        else:
+            console.print(report.to_markdown().split("\n## ", 1)[-1], markup=False)
     return 0 if report.passed else 1
 
 

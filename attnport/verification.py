@@ -5,10 +5,12 @@
 
 What it does, in order:
 
+0. **Size.** `check_size` refuses (`SpecTooLarge`) a spec whose estimated working set (`estimated_bytes`:
+   float64 params and battery, with the copies verify keeps) passes `MAX_BYTES`, before allocating.
 1. **Framework.** Found from ``type(candidate).__module__`` and its MRO (``torch.*``, ``keras.*``,
    ``flax.nnx.*``); a framework that is not already in ``sys.modules`` is never imported. Anything else
    that is callable is a plain function ``f(x: np.ndarray, params: dict) -> np.ndarray`` taking the
-   canonical params (README "Canonical weight table").
+   canonical params (README "Canonical weight table"). Anything else is a `BadCandidate`.
 2. **Weights.** ``spec.init_params(seed)`` in the candidate's dtype. With ``loader``, ``loader(candidate,
    params)`` puts them in. Without, each canonical parameter, in ``spec.param_table()`` order, goes to the
    first unused native variable (torch ``named_parameters()`` then floating buffers, Keras ``layer.weights``,
@@ -16,19 +18,26 @@ What it does, in order:
    (`reference.layout.KIND_LAYOUTS`), the canonical shape itself, or a 1x1-conv reshape ([out, in, 1, 1] /
    [1, 1, in, out]); a variable at attnport's own native path (``fc1.kernel``) is preferred, then one with
    the framework's leaf name ("kernel", "scale", ...), then any in order. The
-   chosen mapping is in the report, or why none fits. Native variables no canonical parameter maps to are
-   left as they are (and listed). torch modules are deep-copied first; Keras and NNX modules are loaded in
-   place. The candidate runs in the mode it is in (a torch module left in ``train()`` is a bug to find).
+   chosen mapping is in the report, or why none fits. torch modules are deep-copied first; Keras and NNX
+   modules are loaded in place. The candidate runs in the mode it is in (a torch module left in
+   ``train()`` is a bug to find).
 3. **Inputs.** A fixed battery (`battery`): unit normal, x100, all positive, one hot channel, spatial 1x1,
    non-square spatial, batch 1 (the others have batch > 1), and a [C, C] spatial input (small C only)
    that lets a channel-axis bug run at all. Data formats: torch = channels_first, NNX = channels_last,
    Keras = the layer's ``data_format`` (channels_last without one), callables = ``data_format`` if given,
-   both formats if ``f`` accepts a ``data_format`` keyword, channels_last otherwise.
+   both formats if ``f`` accepts a ``data_format`` keyword, channels_last otherwise. Every call gets its
+   own copy of the input (a callable also of the params), so an in-place port is judged by its output
+   alone and the oracle always reads the untouched original. An output that is not a numeric array, or
+   ``sys.exit`` in the user's code, is a `BadCandidate`; an exception is that input's failure.
 4. **Verdict.** Per input: max abs and max rel error against `reference.forward`, and pass/fail under
    ``reference.tolerance(dtype)``. That tolerance assumes unit-scale inputs (its absolute error grows with
    |x|; the bound is derived for |x| <= 4), so ``atol`` is multiplied by ``max(1, max|x| / 4)``: only the
    x100 input is widened.
-5. **Diagnosis** (only when failing). Every entry of `CATALOGUE` builds one or more alternatives
+   **Unmapped variables.** Each floating-point native variable no canonical parameter maps to is set to
+   values in [0.5, 1.5), the battery re-run, and its value put back; one that moves the output fails the
+   candidate (`eca_bias` when the output is ECA's with that conv bias, else ``extra_parameter``). All are
+   listed in the report (``Report.unmapped``).
+5. **Diagnosis** (only when an input fails). Every entry of `CATALOGUE` builds one or more alternatives
    (a different spec, different params, an input transform, or a small NumPy forward defined here for
    what the reference cannot express); an entry is named when one of its alternatives agrees with the
    candidate on the whole battery: within tolerance wherever the alternative can take the input (the
@@ -37,10 +46,12 @@ What it does, in order:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import json
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -58,10 +69,25 @@ from . import backends
 
 FORMATS = ("channels_last", "channels_first")
 NO_EXPLANATION = "no known bug explains this"
+UNMAPPED_NOTE = ("No canonical parameter maps to these; each was set to other values, the battery re-run, and "
+                 "the value put back. One that changes the output fails the port.")
+MAX_BYTES = 2 * 2 ** 30  # verify refuses a spec whose estimated working set is larger (README "Verifying your port")
+PARAM_COPIES = 4  # the params as drawn, in float64, in the candidate, and one alternative's changed copy
+INPUT_COPIES = 8  # per input: the battery, two formats in the candidate's dtype, the candidate's copy, its
+                  # output, the oracle's output with its temporaries, one perturbed run
 
 
 class MappingError(ValueError):
     """No native variable fits a canonical parameter."""
+
+
+class BadCandidate(TypeError):
+    """The candidate cannot be verified: not a module or callable, it called ``sys.exit``, or it returned
+    something that is not a numeric array."""
+
+
+class SpecTooLarge(ValueError):
+    """The spec's estimated working set passes `MAX_BYTES`."""
 
 
 # --------------------------------------------------------------------------- report
@@ -89,6 +115,24 @@ class Diagnosis:
 
 
 @dataclass
+class Unmapped:
+    """A native variable no canonical parameter maps to; ``changes_output`` is None when it is not a
+    floating-point array and so was not perturbed."""
+
+    name: str
+    shape: tuple
+    changes_output: bool | None
+
+    @property
+    def verdict(self) -> str:
+        return {True: "changes the output", False: "does not change the output",
+                None: "not floating point, not perturbed"}[self.changes_output]
+
+    def line(self) -> str:
+        return f"`{self.name}` {list(self.shape)}: {self.verdict}"
+
+
+@dataclass
 class Report:
     spec: str
     framework: str
@@ -98,10 +142,12 @@ class Report:
     cases: list = field(default_factory=list)
     diagnosis: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    unmapped: list = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return self.mapping_error is None and bool(self.cases) and all(c.passed for c in self.cases)
+        return (self.mapping_error is None and bool(self.cases) and all(c.passed for c in self.cases)
+                and not any(u.changes_output for u in self.unmapped))
 
     @property
     def explained(self) -> bool:
@@ -116,6 +162,8 @@ class Report:
                 "cases": [dataclasses.asdict(c) | {"shape": list(c.shape)} for c in self.cases],
                 "diagnosis": [dataclasses.asdict(d) for d in self.diagnosis],
                 "explanation": None if self.passed else (self.matches() or NO_EXPLANATION),
+                "unmapped": [{"name": u.name, "shape": list(u.shape), "changes_output": u.changes_output}
+                             for u in self.unmapped],
                 "notes": list(self.notes)}
 
     def to_json(self, **kwargs) -> str:
@@ -146,6 +194,8 @@ class Report:
                         for d in self.diagnosis]
             else:
                 out.append(NO_EXPLANATION + ".")
+        if self.unmapped:
+            out += ["", "## Unmapped variables", "", UNMAPPED_NOTE, ""] + [f"- {u.line()}" for u in self.unmapped]
         if self.notes:
             out += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
         return "\n".join(out) + "\n"
@@ -160,23 +210,51 @@ class Case:
     x: np.ndarray  # channels_last float64
 
 
+def battery_shapes(c: int) -> dict[str, tuple]:
+    """Each battery input's channels-last shape, by name: what `battery` draws and `estimated_bytes` counts."""
+    shapes = {"unit_normal": (2, 5, 5, c), "large_x100": (2, 4, 4, c), "all_positive": (2, 4, 4, c),
+              "one_hot_channel": (2, 4, 4, c), "spatial_1x1": (3, 1, 1, c), "non_square": (2, 3, 7, c),
+              "batch_1": (1, 4, 4, c)}
+    if c <= 64:
+        shapes["spatial_CxC"] = (2, c, c, c)
+    return shapes
+
+
 def battery(spec, seed: int = 0) -> list[Case]:
     """The fixed inputs, channels-last float64. Batch 1 appears once; every other input has batch > 1."""
     c = spec.channels
+    shape = battery_shapes(c)
     rng = np.random.default_rng(seed)
     normal = rng.standard_normal
-    hot = 0.01 * normal((2, 4, 4, c))
-    hot[..., c // 2] = 3.0 + 0.5 * normal((2, 4, 4))
-    cases = [Case("unit_normal", normal((2, 5, 5, c))),
-             Case("large_x100", 100.0 * normal((2, 4, 4, c))),
-             Case("all_positive", np.abs(normal((2, 4, 4, c))) + 0.1),
+    hot = 0.01 * normal(shape["one_hot_channel"])
+    hot[..., c // 2] = 3.0 + 0.5 * normal(shape["one_hot_channel"][:3])
+    cases = [Case("unit_normal", normal(shape["unit_normal"])),
+             Case("large_x100", 100.0 * normal(shape["large_x100"])),
+             Case("all_positive", np.abs(normal(shape["all_positive"])) + 0.1),
              Case("one_hot_channel", hot),
-             Case("spatial_1x1", normal((3, 1, 1, c))),
-             Case("non_square", normal((2, 3, 7, c))),
-             Case("batch_1", normal((1, 4, 4, c)))]
-    if c <= 64:
-        cases.append(Case("spatial_CxC", normal((2, c, c, c))))
+             Case("spatial_1x1", normal(shape["spatial_1x1"])),
+             Case("non_square", normal(shape["non_square"])),
+             Case("batch_1", normal(shape["batch_1"]))]
+    if "spatial_CxC" in shape:
+        cases.append(Case("spatial_CxC", normal(shape["spatial_CxC"])))
     return cases
+
+
+def estimated_bytes(spec) -> int:
+    """The working set `verify` budgets for ``spec``, counted before anything is allocated: 8 bytes (float64)
+    times `PARAM_COPIES` per canonical parameter and `INPUT_COPIES` per battery element."""
+    params = sum(math.prod(info.shape) for info in spec.param_table())
+    inputs = sum(math.prod(shape) for shape in battery_shapes(spec.channels).values())
+    return 8 * (PARAM_COPIES * params + INPUT_COPIES * inputs)
+
+
+def check_size(spec) -> None:
+    """Raise `SpecTooLarge` when ``spec``'s estimated working set passes `MAX_BYTES` (README "Verifying your
+    port")."""
+    need = estimated_bytes(spec)
+    if need > MAX_BYTES:
+        raise SpecTooLarge(f"{spec!r} needs about {need / 2 ** 30:,.1f} GiB to verify, over verify's memory bound "
+                           f"of {MAX_BYTES / 2 ** 30:g} GiB: verify a smaller spec (channels, reduced width)")
 
 
 def _to(x_cl, data_format):
@@ -186,6 +264,14 @@ def _to(x_cl, data_format):
 # --------------------------------------------------------------------------- candidates
 
 
+def _describe(obj) -> str:
+    """How a message names what the user's code gave: "None", "a str", "an int"."""
+    if obj is None:
+        return "None"
+    name = type(obj).__name__
+    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+
+
 def _framework(candidate) -> str:
     """The layout key of the candidate's framework ("torch", "keras", "flax"), or "callable"."""
     row = backends.backend_of(candidate)
@@ -193,16 +279,44 @@ def _framework(candidate) -> str:
         return row.layout
     if callable(candidate):
         return "callable"
-    raise TypeError(f"cannot verify a {type(candidate).__name__}: expected a torch nn.Module, a Keras layer, "
-                    "a Flax NNX module or a callable f(x, params)")
+    raise BadCandidate(f"cannot verify {_describe(candidate)}: expected a torch nn.Module, a Keras layer, "
+                       "a Flax NNX module or a callable f(x, params)")
+
+
+@contextlib.contextmanager
+def _user_code(what: str):
+    """Run the user's code: ``sys.exit`` there is refused as `BadCandidate`, not obeyed."""
+    try:
+        yield
+    except SystemExit as e:
+        raise BadCandidate(f"{what} called sys.exit({e.code!r})") from None
+
+
+def _numeric(y, what: str) -> np.ndarray:
+    """``y`` as a NumPy array of real numbers; `BadCandidate` naming what it is otherwise."""
+    try:
+        arr = np.asarray(y)
+    except Exception:  # noqa: BLE001 - ragged lists, tensors NumPy cannot read: not an array
+        arr = None
+    if arr is None or (not isinstance(y, np.ndarray) and arr.dtype.kind in "OUS"):
+        raise BadCandidate(f"{what} returned {_describe(y)}, not a numeric array")
+    if arr.dtype.kind not in "fiu" and not reference.is_float_dtype(arr.dtype):
+        raise BadCandidate(f"{what} returned an array of dtype {arr.dtype}, not a numeric array")
+    return arr
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
 
 
 class _Runner:
     """One candidate: its dtype, data formats, native variables and how to run it (through the backend's
-    `attnport.adapter.Adapter`; a plain callable gets canonical params and NumPy arrays)."""
+    `attnport.adapter.Adapter`; a plain callable gets canonical params and NumPy arrays). Every call gets
+    its own copy of the input (and a callable its own copy of the params)."""
 
     def __init__(self, candidate, framework, data_format=None, dtype=None, spec=None):
         self.framework, self.params, self.notes = framework, None, []
+        self.unused, self.wrote = {}, set()
         if framework == "callable":
             self.adapter, self.c = None, candidate
             self.dtype = dtype or "float64"
@@ -216,9 +330,10 @@ class _Runner:
         else:
             row = backends.BY_LAYOUT[framework]
             self.adapter = importlib.import_module(row.package).ADAPTER
-            self.c = self.adapter.working_copy(candidate)
-            self.dtype = self.adapter.compute_dtype(self.c)
-            self.layers, notes = self.adapter.formats(self.c, spec)
+            with _user_code("the candidate"):
+                self.c = self.adapter.working_copy(candidate)
+                self.dtype = self.adapter.compute_dtype(self.c)
+                self.layers, notes = self.adapter.formats(self.c, spec)
             self.notes += notes
             self.formats = [f for f in FORMATS if f in self.layers]
         if dtype is not None and framework != "callable" and reference.dtypes.check_supported(dtype) != self.dtype:
@@ -229,16 +344,25 @@ class _Runner:
         """[(dotted name, shape, setter)] of ``layer``'s variables."""
         return self.adapter.variables(layer)
 
+    def own_formats(self) -> list[str]:
+        """The data formats run on the candidate itself (not on a rebuilt clone)."""
+        return [df for df, layer in self.layers.items() if layer is self.c]
+
     def load(self, spec, params, loader=None) -> list[str]:
-        """Put canonical params in; return the mapping lines. Raises MappingError when nothing fits."""
+        """Put canonical params in; return the mapping lines and keep, per data format, the native variables
+        nothing was mapped to (`unused`). Raises MappingError when nothing fits."""
+        self.unused = {}
         if self.framework == "callable":
             self.params = params
             return ["callable: canonical params passed as they are"]
         lines = []
-        for target in self.layers.values():
+        for df, target in self.layers.items():
             if loader is not None:
                 try:
-                    loader(target, params)
+                    with _user_code("the loader"):
+                        loader(target, params)
+                except BadCandidate:
+                    raise
                 except Exception as e:  # noqa: BLE001 - the user's loader: report what it said
                     raise MappingError(f"loader raised {type(e).__name__}: {e}") from e
                 lines = ["loaded by the given loader"]
@@ -249,17 +373,57 @@ class _Runner:
                 for info, (name, _, put), label, fn in plan["assign"]:
                     put(fn(np.asarray(params[info.name])).astype(self.np_dtype))
                     lines.append(f"{info.name} {list(info.shape)} -> {name} ({label})")
-            lines += [f"{name} {list(shape)}: no canonical parameter, left as it is"
-                      for name, shape, _ in plan["unused"]]
+            lines += [f"{name} {list(shape)}: no canonical parameter" for name, shape, _ in plan["unused"]]
+            self.unused[df] = plan["unused"]
         return lines
 
     def run(self, x, data_format):
+        """The candidate's output on a copy of ``x``, as a NumPy array. An exception the candidate raises is
+        passed on; `BadCandidate` when the output is not a numeric array or the candidate exits."""
+        mine = x.copy()
         if self.framework == "callable":
-            return np.asarray(self.c(x, self.params, data_format=data_format) if self.takes_df
-                              else self.c(x, self.params))
-        a = self.adapter
-        with a.scope(self.np_dtype):
-            return a.to_numpy(a.call(self.layers[data_format], a.to_tensor(x)))
+            params = {k: v.copy() for k, v in self.params.items()}
+            with _user_code("the candidate"):
+                y = (self.c(mine, params, data_format=data_format) if self.takes_df else self.c(mine, params))
+            if not all(_same(params[k], v) for k, v in self.params.items()):
+                self.wrote.add("params")
+            y = _numeric(y, "the candidate")
+        else:
+            a = self.adapter
+            with a.scope(self.np_dtype):
+                with _user_code("the candidate"):
+                    t = a.call(self.layers[data_format], a.to_tensor(mine))
+                try:
+                    y = a.to_numpy(t)
+                except Exception:  # noqa: BLE001 - not one of the framework's tensors
+                    raise BadCandidate(f"the candidate returned {_describe(t)}, not a tensor") from None
+            y = _numeric(y, "the candidate")
+        if not _same(mine, x):
+            self.wrote.add("input")
+        return y
+
+    def read(self, layer) -> dict:
+        """NumPy copies of ``layer``'s variables by their `natives` names; a variable that cannot be read
+        back (not an array NumPy holds, such as a JAX PRNG key) is left out."""
+        a, out = self.adapter, {}
+        for name, _, _ in self.natives(layer):
+            try:
+                out[name] = np.array(a.numpy(self._variable(layer, name)))
+            except Exception:  # noqa: BLE001 - not readable as an array: not perturbed
+                continue
+        return out
+
+    def _variable(self, layer, name):
+        """The framework object `Adapter.variables` names ``name``: torch parameters and buffers by their
+        dotted names, Keras weights by their ``path``, NNX variables' values by attribute path."""
+        if self.framework == "torch":
+            return dict(layer.named_parameters()).get(name, dict(layer.named_buffers()).get(name))
+        if self.framework == "keras":
+            return {v.path.replace("/", "."): v for v in layer.weights}[name]
+        node = layer
+        for key in name.split("."):
+            node = getattr(node, key) if isinstance(key, str) and hasattr(node, key) else node[int(key)]
+        return node[...]
 
 
 def _shape_options(info, framework):
@@ -403,7 +567,8 @@ def _alt_eca_bias(spec, p, obs):
     if not g.size:
         return []
     b = float(np.median(np.log(g) - np.log1p(-g) - z[sel]))
-    return [_cl(lambda xx: _eca_alt(spec, p, xx, bias=b), f"fitted conv bias {b:.6g}")]
+    return [_cl(lambda xx: _eca_alt(spec, p, xx, bias=b),
+                f"conv bias {b:.6g} fitted from the unit-normal output, checked on the rest")]
 
 
 def _kernel_variants(spec):
@@ -531,8 +696,8 @@ CATALOGUE = (
     Entry("eca_conv_layout", "ECA conv run over [N, 1, C] instead of [N, C, 1]: a length-1 sequence with C "
           "features, so 'same' padding leaves only the centre tap: z = w[k//2] * s",
           "reshape the pooled vector so the channel axis is the conv's sequence axis", _alt_eca_layout),
-    Entry("eca_bias", "the ECA conv has a bias (Conv1d/Conv1D default bias=True); fitted from the unit-normal "
-          "output and checked on the rest", "build the channel conv with bias=False / use_bias=False",
+    Entry("eca_bias", "the ECA conv has a bias (Conv1d/Conv1D default bias=True): fitted from the output, or "
+          "seen when its unmapped bias is set", "build the channel conv with bias=False / use_bias=False",
           _alt_eca_bias),
     Entry("eca_kernel_rule", "ECA kernel size from the other rule (timm's max(k, 3) vs the paper's k)",
           "use the spec's kernel_size (ECA.paper vs ECA.timm)", _alt_kernel("rule"), True),
@@ -575,14 +740,16 @@ def _tol(dtype, x):
     return reference.Tolerance(t.rtol, t.atol * max(1.0, float(np.abs(x).max()) / 4.0))
 
 
-def _battery_runs(runner, spec, params, seed):
-    """[(case, data_format, x given, y or exception)] for every input and data format."""
+def _battery_runs(runner, spec, seed, formats=None):
+    """[(case, data_format, x given, y or exception)] for every input and data format (or ``formats``)."""
     runs = []
     for case in battery(spec, seed):
-        for df in runner.formats:
+        for df in formats or runner.formats:
             x = _to(case.x, df).astype(runner.np_dtype)
             try:
                 y = runner.run(x, df)
+            except BadCandidate as e:
+                raise BadCandidate(f"input {case.name} ({df}): {e}") from None
             except Exception as e:  # noqa: BLE001 - a crash on one input is a finding
                 y = e
             runs.append((case, df, x, y))
@@ -607,15 +774,79 @@ def _agree(alt, runs, dtype) -> bool:
     return compared > 0
 
 
+def _moved(base, perturbed, dtype) -> bool:
+    """True when any output of ``perturbed`` differs from ``base`` (same inputs) beyond the tolerance."""
+    for (_, _, x, y0), (_, _, _, y1) in zip(base, perturbed):
+        if isinstance(y0, Exception) or isinstance(y1, Exception):
+            if type(y0) is not type(y1):
+                return True
+            continue
+        if not reference.within(y1, y0, _tol(dtype, x)):
+            return True
+    return False
+
+
+def _extra_diagnosis(spec, p64, name, shape, value, runs, dtype) -> Diagnosis:
+    """Why the unmapped variable ``name`` (set to ``value`` for ``runs``) matters: `eca_bias` when the
+    output is ECA's with a conv bias of that value, else an extra parameter."""
+    if isinstance(spec, ECA) and value.size == 1:
+        b = float(np.asarray(value, dtype=np.float64).ravel()[0])
+        if _agree(_cl(lambda x: _eca_alt(spec, p64, x, bias=b)), runs, dtype):
+            entry = next(e for e in CATALOGUE if e.name == "eca_bias")
+            return Diagnosis(entry.name, entry.explanation, entry.fix,
+                             f"`{name}` set to {b:.3g} moves the output as a conv bias of {b:.3g} would")
+    return Diagnosis("extra_parameter", f"an extra parameter `{name}` changes the output",
+                     "remove it (the spec has no such parameter), or fill it with verify's loader=",
+                     f"{name} {list(shape)} set to other values")
+
+
+def _check_unmapped(runner, spec, p64, runs, seed, report) -> list:
+    """Set each unmapped floating-point variable of the candidate itself to values in [0.5, 1.5), re-run the
+    battery and put the value back; list every unmapped variable and return a diagnosis per one that
+    moves the output."""
+    rng = np.random.default_rng(seed)
+    found = []
+    for df in runner.own_formats():
+        layer = runner.layers[df]
+        base = [r for r in runs if r[1] == df]
+        values = runner.read(layer)
+        for name, shape, put in runner.unused.get(df, []):
+            old = values.get(name)
+            if old is None or not reference.is_float_dtype(old.dtype):
+                report.unmapped.append(Unmapped(name, tuple(shape), None))
+                continue
+            new = rng.uniform(0.5, 1.5, old.shape).astype(old.dtype)
+            with runner.adapter.scope(runner.np_dtype):
+                put(new)
+            try:
+                perturbed = _battery_runs(runner, spec, seed, [df])
+            finally:
+                with runner.adapter.scope(runner.np_dtype):
+                    put(old)
+            changes = _moved(base, perturbed, runner.dtype)
+            report.unmapped.append(Unmapped(name, tuple(shape), changes))
+            if changes:
+                found.append(_extra_diagnosis(spec, p64, name, shape, new, perturbed, runner.dtype))
+    return found
+
+
+WROTE_NOTES = {"input": "the candidate wrote into its input: allowed, since each call gets its own copy and the "
+                        "oracle reads the untouched original; only the output is compared",
+               "params": "the candidate wrote into its params: allowed, since each call gets its own copy"}
+
+
 def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: int = 0) -> Report:
     """Check ``candidate`` against ``reference.forward(spec, ...)`` on the battery; diagnose a failure.
 
     ``loader(candidate, canonical_params)`` overrides the shape-based weight mapping. ``data_format``
     fixes a plain callable's input format. ``dtype`` is a callable's compute dtype (default float64;
-    for modules it is read from their parameters). ``seed`` picks the params and inputs.
+    for modules it is read from their parameters). ``seed`` picks the params and inputs. Raises
+    `SpecTooLarge` before allocating when ``spec`` passes `MAX_BYTES`, and `BadCandidate` for a
+    candidate that is not a module or callable, calls ``sys.exit`` or returns no numeric array.
     """
     if data_format is not None and data_format not in FORMATS:
         raise ValueError(f"data_format must be one of {FORMATS}, got {data_format!r}")
+    check_size(spec)
     framework = _framework(candidate)
     runner = _Runner(candidate, framework, data_format, dtype, spec)
     report = Report(spec=repr(spec), framework=framework, dtype=runner.dtype, notes=list(runner.notes))
@@ -623,14 +854,14 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
         report.notes.append("torch module deep-copied; run in the mode it was given "
                             f"({'training' if runner.c.training else 'eval'})")
     params = spec.init_params(seed=seed, dtype=runner.np_dtype)
-    p64 = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
+    p64 = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
     try:
         report.mapping = runner.load(spec, params, loader)
     except MappingError as e:
         report.mapping_error = str(e)
         report.diagnosis = _shape_diagnosis(runner, spec, loader, seed, report)
         return report
-    runs = _battery_runs(runner, spec, params, seed)
+    runs = _battery_runs(runner, spec, seed)
     for case, df, x, y in runs:
         tol = _tol(runner.dtype, x)
         shape = tuple(x.shape)
@@ -647,24 +878,38 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
         a, r = reference.errors(y, ref)
         ok = bool(np.all(np.isfinite(y))) and reference.within(y, ref, tol)
         report.cases.append(CaseResult(case.name, df, shape, a, r, tol.rtol, tol.atol, ok))
-    if not report.passed:
-        first = runs[0]
-        obs = None
-        if first[1] == "channels_last" and not isinstance(first[3], Exception):
-            obs = (first[2].astype(np.float64), np.asarray(first[3], dtype=np.float64))
-        elif not isinstance(first[3], Exception):
-            obs = (first[2].astype(np.float64).transpose(0, 2, 3, 1),
-                   np.asarray(first[3], dtype=np.float64).transpose(0, 2, 3, 1))
-        for entry in CATALOGUE:
-            if entry.changes_shapes:
-                continue  # same shapes loaded: a width/kernel rule cannot differ
-            for alt in entry.make(spec, p64, obs):
-                if _agree(alt, runs, runner.dtype):
-                    report.diagnosis.append(Diagnosis(entry.name, entry.explanation, entry.fix, alt.detail))
-                    break
-        if framework == "callable":
-            _try_shape_entries(runner, spec, loader, seed, report, only_if_crashed=runs)
+    extra = []
+    if framework != "callable":
+        if loader is None:
+            extra = _check_unmapped(runner, spec, p64, runs, seed, report)
+        else:
+            report.notes.append("loaded by the given loader: unmapped variables are not known, so not checked")
+    if not all(c.passed for c in report.cases):
+        _diagnose(runner, spec, p64, runs, loader, seed, report)
+    report.diagnosis += [d for d in extra
+                         if (d.name, d.explanation) not in {(o.name, o.explanation) for o in report.diagnosis}]
+    report.notes += [WROTE_NOTES[w] for w in sorted(runner.wrote)]
     return report
+
+
+def _diagnose(runner, spec, p64, runs, loader, seed, report) -> None:
+    """Name every catalogue entry that explains the failing ``runs``."""
+    first = runs[0]
+    obs = None
+    if first[1] == "channels_last" and not isinstance(first[3], Exception):
+        obs = (first[2].astype(np.float64), np.asarray(first[3], dtype=np.float64))
+    elif not isinstance(first[3], Exception):
+        obs = (first[2].astype(np.float64).transpose(0, 2, 3, 1),
+               np.asarray(first[3], dtype=np.float64).transpose(0, 2, 3, 1))
+    for entry in CATALOGUE:
+        if entry.changes_shapes:
+            continue  # same shapes loaded: a width/kernel rule cannot differ
+        for alt in entry.make(spec, p64, obs):
+            if _agree(alt, runs, runner.dtype):
+                report.diagnosis.append(Diagnosis(entry.name, entry.explanation, entry.fix, alt.detail))
+                break
+    if runner.framework == "callable":
+        _try_shape_entries(runner, spec, loader, seed, report, only_if_crashed=runs)
 
 
 def _try_shape_entries(runner, spec, loader, seed, report, only_if_crashed=None):
@@ -684,8 +929,8 @@ def _try_shape_entries(runner, spec, loader, seed, report, only_if_crashed=None)
                 runner.load(alt.spec, aparams, loader)
             except MappingError:
                 continue
-            ap64 = {k: np.asarray(v, dtype=np.float64) for k, v in aparams.items()}
-            if _agree(_oracle(alt.spec, ap64), _battery_runs(runner, alt.spec, aparams, seed), runner.dtype):
+            ap64 = {k: np.array(v, dtype=np.float64) for k, v in aparams.items()}
+            if _agree(_oracle(alt.spec, ap64), _battery_runs(runner, alt.spec, seed), runner.dtype):
                 report.diagnosis.append(Diagnosis(entry.name, entry.explanation, entry.fix, alt.detail))
                 break
 
@@ -695,5 +940,6 @@ def _shape_diagnosis(runner, spec, loader, seed, report):
     return report.diagnosis
 
 
-__all__ = ["verify", "Report", "CaseResult", "Diagnosis", "Entry", "CATALOGUE", "battery", "map_params",
-           "MappingError", "NO_EXPLANATION"]
+__all__ = ["verify", "Report", "CaseResult", "Diagnosis", "Unmapped", "Entry", "CATALOGUE", "battery",
+           "battery_shapes", "estimated_bytes", "check_size", "map_params", "MappingError", "BadCandidate",
+           "SpecTooLarge", "MAX_BYTES", "NO_EXPLANATION"]

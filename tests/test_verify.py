@@ -1,5 +1,6 @@
 """`attnport.verify`: our modules and an independent port pass; every gallery bug is named, alone."""
 import json
+import pathlib
 import subprocess
 import sys
 
@@ -7,7 +8,9 @@ import numpy as np
 import pytest
 
 import reference
-from attnport.verification import CATALOGUE, NO_EXPLANATION, battery, verify
+from attnport import backends, verification
+from attnport.verification import CATALOGUE, NO_EXPLANATION, BadCandidate, SpecTooLarge, battery, verify
+from gallery import numpy_ports
 from gallery.numpy_ports import BUGS, port
 from reference import CBAM, ECA, SE
 
@@ -177,3 +180,227 @@ def test_verify_leaves_torch_module_untouched():
     before = {k: v.clone() for k, v in m.state_dict().items()}
     verify(m, spec)
     assert all(np.array_equal(before[k].numpy(), v.numpy()) for k, v in m.state_dict().items())
+
+
+# ------------------------------------------------------------------ each call gets its own copy of its input
+
+@pytest.mark.parametrize("idiom", sorted(numpy_ports.IN_PLACE))
+def test_numpy_port_computing_in_place_passes(idiom):
+    r = verify(numpy_ports.IN_PLACE[idiom], SE(16))
+    assert r.passed, r.to_markdown()
+    assert any("wrote into its input" in n for n in r.notes), r.notes
+
+
+@pytest.mark.parametrize("idiom", sorted(numpy_ports.DESTROYING))
+def test_numpy_port_destroying_its_input_fails(idiom):
+    r = verify(numpy_ports.DESTROYING[idiom], SE(16))
+    assert not r.passed, r.to_markdown()
+    assert any(c.max_abs > 1e-3 for c in r.cases)
+    wrote = "params" if idiom == "params_zeroed" else "input"
+    assert any(f"wrote into its {wrote}" in n for n in r.notes), r.notes
+
+
+def _torch_ports():
+    get_bridge("torch")
+    from gallery import torch_ports
+    return torch_ports
+
+
+@pytest.mark.parametrize("idiom", ["mul_", "imul", "mul_out"])
+def test_torch_port_computing_in_place_passes(idiom):
+    torch_ports = _torch_ports()
+    spec = SE(16)
+    r = verify(torch_ports.GateSE(16, spec.reduced_channels, torch_ports.IN_PLACE[idiom]), spec)
+    assert r.passed, r.to_markdown()
+    assert any("wrote into its input" in n for n in r.notes), r.notes
+
+
+@pytest.mark.parametrize("idiom", ["zero_", "setitem_zero", "relu_first"])
+def test_torch_port_destroying_its_input_fails(idiom):
+    torch_ports = _torch_ports()
+    spec = SE(16)
+    r = verify(torch_ports.GateSE(16, spec.reduced_channels, torch_ports.DESTROYING[idiom],
+                                  rectify_first=idiom in torch_ports.RECTIFIES_FIRST), spec)
+    assert not r.passed, r.to_markdown()
+    assert any(c.max_abs > 1e-3 for c in r.cases)
+
+
+@pytest.mark.parametrize("backend", ["tf", "jax"])
+def test_a_backend_writing_into_the_converted_array_cannot_touch_the_oracle(backend, monkeypatch):
+    """TF and JAX copy on conversion; a backend that kept the buffer (Keras on torch shares it) and wrote
+    into it must not change the oracle's input."""
+    b = get_bridge(backend)
+    adapter = backends.adapter(backend)
+    convert = adapter.to_tensor
+
+    def convert_then_scribble(x, perm=None):
+        t = convert(x, perm)
+        x[...] = 0
+        return t
+
+    monkeypatch.setattr(adapter, "to_tensor", convert_then_scribble)
+    spec = SE(16)
+    r = verify(b.build(spec), spec)
+    assert r.passed, r.to_markdown()
+
+
+# ------------------------------------------------------------------ native variables no canonical parameter maps to
+
+def _eca_with_zero_bias(framework):
+    if framework == "torch":
+        return _torch_ports().BiasedECA(3, bias=0.0)
+    if framework == "keras":
+        get_bridge("tf")
+        from gallery.keras_ports import DefaultBiasECA
+        layer = DefaultBiasECA(3)
+        layer.build((None, 4, 4, 16))
+        return layer
+    get_bridge("jax")
+    from flax import nnx
+
+    from gallery.nnx_ports import BiasECA
+    return BiasECA(3, nnx.Rngs(0))
+
+
+def _bias_values(module, framework):
+    if framework == "keras":
+        return np.asarray(module.conv.bias.numpy())
+    if framework == "flax":
+        return np.asarray(module.conv.bias[...])
+    return module.conv.bias.detach().numpy().copy()
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "flax"])
+def test_eca_conv_bias_at_zero_is_caught(framework):
+    module = _eca_with_zero_bias(framework)
+    r = verify(module, ECA(16))
+    _assert_only(r, "eca_bias")
+    [u] = r.unmapped
+    assert u.name.endswith("bias") and u.shape == (1,) and u.changes_output is True
+    assert f"`{u.name}`" in r.to_markdown() and "changes the output" in r.to_markdown()
+    assert r.to_dict()["unmapped"] == [{"name": u.name, "shape": [1], "changes_output": True}]
+    if framework != "torch":  # loaded in place: the perturbed bias is put back
+        assert np.array_equal(_bias_values(module, framework), np.zeros(1))
+
+
+def _se_with_extra(framework, used):
+    spec = SE(16)
+    r = spec.reduced_channels
+    if framework == "torch":
+        return _torch_ports().GateSE(16, r, extra="temperature" if used else "buffer")
+    if framework == "keras":
+        get_bridge("tf")
+        from gallery.keras_ports import ExtraWeightSE
+        layer = ExtraWeightSE(16, r, used=used)
+        layer.build((None, 4, 4, 16))
+        return layer
+    get_bridge("jax")
+    from flax import nnx
+
+    from gallery.nnx_ports import UnusedVariableSE
+    assert not used
+    return UnusedVariableSE(16, r, nnx.Rngs(0))
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras"])
+def test_an_extra_variable_that_changes_the_output_fails(framework):
+    r = verify(_se_with_extra(framework, used=True), SE(16))
+    assert not r.passed, r.to_markdown()
+    assert r.matches() == ["extra_parameter"], r.to_markdown()
+    [u] = r.unmapped
+    assert u.name.endswith("temperature") and u.changes_output is True
+    assert f"an extra parameter `{u.name}` changes the output" in r.to_markdown()
+    assert r.to_dict()["explanation"] == ["extra_parameter"]
+
+
+@pytest.mark.parametrize("framework", ["torch", "keras", "flax"])
+def test_an_extra_variable_that_does_not_change_the_output_passes_and_is_listed(framework):
+    r = verify(_se_with_extra(framework, used=False), SE(16))
+    assert r.passed, r.to_markdown()
+    [u] = r.unmapped
+    assert u.name.split(".")[-1] in ("running_gate", "temperature", "ema") and u.changes_output is False
+    md = r.to_markdown()
+    assert "## Unmapped variables" in md and f"`{u.name}` {list(u.shape)}: does not change the output" in md
+    assert r.to_dict()["unmapped"] == [{"name": u.name, "shape": list(u.shape), "changes_output": False}]
+
+
+def test_own_modules_have_no_unmapped_variables():
+    get_bridge("torch")
+    r = verify(get_bridge("torch").build(CBAM(16)), CBAM(16))
+    assert r.passed and r.unmapped == [] and "## Unmapped variables" not in r.to_markdown()
+
+
+# ------------------------------------------------------------------ candidates that cannot be verified
+
+NOT_ARRAYS = [
+    ("str", lambda x, p: "abc", "a str"),
+    ("object_array", lambda x, p: np.array([None, None]), "dtype object"),
+    ("text_array", lambda x, p: x.astype(str), "dtype <U"),
+    ("complex", lambda x, p: x.astype(complex), "dtype complex128"),
+    ("bool", lambda x, p: x > 0, "dtype bool"),
+    ("dict", lambda x, p: {"y": x}, "a dict"),
+    ("ragged", lambda x, p: [x, x[:1]], "a list"),
+    ("none", lambda x, p: None, "None"),
+]
+
+
+@pytest.mark.parametrize("what,candidate,message", NOT_ARRAYS, ids=[n[0] for n in NOT_ARRAYS])
+def test_a_result_that_is_not_a_numeric_array_is_refused_by_name(what, candidate, message):
+    with pytest.raises(BadCandidate) as info:
+        verify(candidate, SE(16))
+    assert message in str(info.value) and "input unit_normal (channels_last)" in str(info.value)
+
+
+def test_a_torch_module_returning_a_tuple_is_refused():
+    spec = SE(16)
+    pair = _torch_ports().GateSE(16, spec.reduced_channels, lambda x, g: (x * g, g))
+    with pytest.raises(BadCandidate, match=r"input unit_normal \(channels_first\): the candidate returned a tuple"):
+        verify(pair, spec)
+
+
+def test_a_wrong_shape_fails_naming_both_shapes():
+    r = verify(lambda x, p: x[0], SE(16))
+    assert not r.passed and r.cases[0].error == "output shape [5, 5, 16], expected [2, 5, 5, 16]"
+
+
+@pytest.mark.parametrize("where", ["candidate", "loader"])
+def test_sys_exit_in_user_code_is_refused(where):
+    spec = SE(16)
+    exits = lambda *a: sys.exit(0)  # noqa: E731
+    module = _torch_ports().GateSE(16, spec.reduced_channels, **({"combine": exits} if where == "candidate" else {}))
+    with pytest.raises(BadCandidate, match=rf"the {where} called sys\.exit\(0\)"):
+        verify(module, spec, loader=exits if where == "loader" else None)
+    with pytest.raises(BadCandidate, match=r"the candidate called sys\.exit\(0\)"):
+        verify(exits, spec)
+
+
+@pytest.mark.parametrize("spec", [SE(channels=300000), ECA(10 ** 7), CBAM(300000)], ids=repr)
+def test_a_spec_over_the_memory_bound_is_refused_before_allocating(spec, monkeypatch):
+    def allocate(*a, **k):
+        raise AssertionError("allocated before refusing")
+
+    monkeypatch.setattr(type(spec), "init_params", allocate)
+    monkeypatch.setattr(verification, "battery", allocate)
+    with pytest.raises(SpecTooLarge) as info:
+        verify(lambda x, p: x, spec)
+    message = str(info.value)
+    assert repr(spec) in message and "GiB" in message and f"{verification.MAX_BYTES / 2 ** 30:g} GiB" in message
+
+
+@pytest.mark.parametrize("spec", [SE(16), ECA(64), ECA(65), CBAM.official(32), SE(2048)], ids=repr)
+def test_the_memory_estimate_counts_the_battery_and_params(spec):
+    elements = sum(case.x.size for case in battery(spec))
+    params = sum(v.size for v in spec.init_params(seed=0).values())
+    assert verification.estimated_bytes(spec) == 8 * (verification.PARAM_COPIES * params
+                                                      + verification.INPUT_COPIES * elements)
+    verification.check_size(spec)  # real specs are far below the bound
+
+
+def test_readme_states_the_memory_bound():
+    README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    assert f"passes {verification.MAX_BYTES / 2 ** 30:g} GiB (`verification.MAX_BYTES`)" in README
+    assert (f"{verification.PARAM_COPIES} × the canonical parameter count + {verification.INPUT_COPIES} × the"
+            in README)
+    for spec, text in ((SE(2048), "`SE(2048)`:\n  about {:.0f} MiB"), (SE(300000), "would need about {:,.0f} GiB")):
+        unit = 2 ** 20 if "MiB" in text else 2 ** 30
+        assert text.format(verification.estimated_bytes(spec) / unit) in README

@@ -160,3 +160,56 @@ def _cbam(spec, p, x, bugs):
 
 
 _KINDS = {"se": _se, "eca": _eca, "cbam": _cbam}
+
+
+def _gate_of(p, x):
+    """A correct SE (ReLU, sigmoid) gate [N, 1, 1, C] for channels-last ``x``."""
+    h = np.maximum(np.einsum("ni,oi->no", x.mean(axis=(1, 2)), p["fc1.weight"]) + p["fc1.bias"], 0.0)
+    return _sigmoid(np.einsum("ni,oi->no", h, p["fc2.weight"]) + p["fc2.bias"])[:, None, None, :]
+
+
+def _imul(x, p):
+    x *= _gate_of(p, x)
+    return x
+
+
+def _multiply_out(x, p):
+    np.multiply(x, _gate_of(p, x), out=x)
+    return x
+
+
+def _setitem(x, p):
+    x[...] = x * _gate_of(p, x)
+    return x
+
+
+def _zero_after(x, p):  # computes the right output, then wipes its input: only the output counts
+    y = x * _gate_of(p, x)
+    x[...] = 0.0
+    return y
+
+
+def _zeroed(x, p):  # destroys its input and returns it
+    x[...] = 0.0
+    return x
+
+
+def _fill(x, p):
+    x.fill(0.0)
+    return x
+
+
+def _abs_first(x, p):  # rectifies its input in place, then gates what is left
+    np.abs(x, out=x)
+    return x * _gate_of(p, x)
+
+
+def _params_zeroed(x, p):  # wipes the weights it was given, then computes with them
+    p["fc1.weight"][...] = 0.0
+    p["fc2.weight"][...] = 0.0
+    return x * _gate_of(p, x)
+
+
+# SE(C) ports f(x, params) on channels-last float64: correct in place, or destroying what they were given
+IN_PLACE = {"imul": _imul, "multiply_out": _multiply_out, "setitem": _setitem, "zero_after": _zero_after}
+DESTROYING = {"zeroed": _zeroed, "fill": _fill, "abs_first": _abs_first, "params_zeroed": _params_zeroed}
