@@ -15,6 +15,7 @@ layout key (`attnport.backends.BACKENDS`).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -23,6 +24,16 @@ import reference
 from . import backends
 
 _TO_FIRST, _TO_LAST = (0, 3, 1, 2), (0, 2, 3, 1)
+
+
+def native_array(a, dtype=None) -> np.ndarray:
+    """``a`` (cast to ``dtype`` when given) as a C-contiguous array in the machine's byte order with no
+    negative stride, which every framework's array constructor accepts; a copy only where ``a`` is not one
+    already. (NumPy calls an array C-contiguous whatever the strides of its length-1 axes.)"""
+    a = np.asarray(a)
+    dtype = np.dtype(a.dtype if dtype is None else dtype).newbyteorder("=")
+    a = np.asarray(a, dtype=dtype, order="C")
+    return a if min(a.strides, default=0) >= 0 else a.copy()
 
 
 def permutation(src: str, dst: str) -> tuple | None:
@@ -122,7 +133,7 @@ class Adapter:
     def to_tensor(self, x: np.ndarray, perm: tuple | None = None):
         """A tensor of ``x`` with its axes permuted by ``perm`` (None: as is)."""
         x = np.asarray(x)
-        return self.tensor(np.ascontiguousarray(x if perm is None else x.transpose(perm)))
+        return self.tensor(native_array(x if perm is None else x.transpose(perm)))
 
     def to_numpy(self, t, perm: tuple | None = None) -> np.ndarray:
         """A contiguous NumPy copy of ``t`` with its axes permuted by ``perm``."""
@@ -139,15 +150,21 @@ class Adapter:
     def load_params(self, module, params):
         """Copy canonical ``params`` into ``module`` in place and return it.
 
-        Refuses missing, unexpected and mis-shaped keys by name, and any lossy dtype cast.
+        Refuses missing, unexpected and mis-shaped keys by name, and any lossy dtype cast. Every array is
+        checked and converted (the module's dtype, native byte order, C order) before the first copy, and a
+        copy the framework refuses puts back those already made: a refused load changes nothing.
         """
         spec = module.spec
+        params = dict(params) if isinstance(params, Mapping) else params  # read each value once
         reference.check_params(spec, params)
         dtype = reference.numpy_dtype(self.param_dtype(module))
         reference.check_castable(params, dtype)
         with self.scope(dtype):
-            for path, value in reference.to_native(spec, params, self.layout).items():
-                self.set(module, path, value.astype(dtype))
+            staged = {path: native_array(value, dtype)
+                      for path, value in reference.to_native(spec, params, self.layout).items()}
+            before = {path: self.get(module, path) for path in staged}
+            self._check_variable_shapes(module, staged, before)
+            self._set_all(module, staged, before)
         return module
 
     def export_params(self, module) -> dict[str, np.ndarray]:
@@ -184,7 +201,28 @@ class Adapter:
         return [reference.native(info, self.layout)[0] for info in spec.param_table()]
 
     def _checked(self, module, x, data_format: str) -> np.ndarray:
+        """``x`` checked against the module, in native byte order (its strides are `to_tensor`'s to fix)."""
         x = np.asarray(x)
         reference.check_input(module.spec, x.shape, x.dtype.name, reference.is_float_dtype(x.dtype), data_format)
         reference.check_input_dtype(x.dtype.name, self.compute_dtype(module))
-        return x
+        return x.astype(x.dtype.newbyteorder("="), copy=False)
+
+    @staticmethod
+    def _check_variable_shapes(module, staged, before) -> None:
+        """Refuse, by native path, a staged array whose shape is not the module's variable's."""
+        wrong = {path: (before[path].shape, value.shape) for path, value in staged.items()
+                 if before[path].shape != value.shape}
+        if wrong:
+            raise reference.ParamError(mismatched=wrong, context=f"the variables of {type(module).__name__}")
+
+    def _set_all(self, module, staged, before) -> None:
+        """Set every staged variable; if a copy fails, put back ``before`` where copied, then re-raise."""
+        tried = []
+        try:
+            for path, value in staged.items():
+                tried.append(path)
+                self.set(module, path, value)
+        except BaseException:
+            for path in tried:
+                self.set(module, path, before[path])
+            raise

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from attnport.adapter import Adapter
+from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
@@ -66,10 +66,10 @@ class NNXAdapter(Adapter):
         return np.array(_variable(module, path)[...])
 
     def set(self, module, path, value):
-        _variable(module, path)[...] = jnp.asarray(value)
+        _variable(module, path)[...] = jnp.asarray(native_array(value))
 
     def tensor(self, x):
-        return jnp.asarray(x)
+        return jnp.asarray(native_array(x))
 
     def numpy(self, t):
         return np.asarray(t)
@@ -106,7 +106,7 @@ class NNXAdapter(Adapter):
     def variables(self, module):
         def setter(var):
             def put(v):
-                var[...] = jnp.asarray(v)
+                var[...] = jnp.asarray(native_array(v))
             return put
         out = []
         for path, _ in _flat(nnx.state(module)):

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 
 import reference
-from attnport.adapter import Adapter
+from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
@@ -50,10 +50,10 @@ class KerasAdapter(Adapter):
         return np.array(keras.ops.convert_to_numpy(_variable(module, path)))
 
     def set(self, module, path, value):
-        _variable(module, path).assign(value)
+        _variable(module, path).assign(native_array(value))
 
     def tensor(self, x):
-        return keras.ops.convert_to_tensor(x)
+        return keras.ops.convert_to_tensor(native_array(x))
 
     def numpy(self, t):
         return np.asarray(keras.ops.convert_to_numpy(t))
@@ -82,7 +82,8 @@ class KerasAdapter(Adapter):
         return self.numpy(y)
 
     def variables(self, module):
-        return [(v.path.replace("/", "."), tuple(v.shape), v.assign) for v in module.weights]
+        return [(v.path.replace("/", "."), tuple(v.shape), lambda a, v=v: v.assign(native_array(a)))
+                for v in module.weights]
 
     def formats(self, module, spec):
         """The layer in its own format and, where its class rebuilds from its config with the other

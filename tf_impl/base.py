@@ -66,9 +66,18 @@ class AttentionLayer(keras.layers.Layer):
         """Global average pool over H, W, accumulated in the attention dtype: [N, C]."""
         return ops.mean(ops.cast(x, self._acc(x)), axis=self._spatial_axes())
 
+    @staticmethod
+    def _max(x, axis):
+        """``ops.max`` over ``axis``, also for an empty batch. Keras refuses the max of an empty tensor when
+        running eagerly (keras/src/backend/tensorflow/numpy.py ``max``) even where the result is empty too;
+        reducing the empty tensor with a sum gives that empty result."""
+        if 0 in tuple(x.shape):
+            return ops.sum(x, axis=axis)
+        return ops.max(x, axis=axis)
+
     def _pool_max(self, x):
         """Global max pool over H, W (exact in any dtype), in the attention dtype: [N, C]."""
-        return ops.cast(ops.max(x, axis=self._spatial_axes()), self._acc(x))
+        return ops.cast(self._max(x, self._spatial_axes()), self._acc(x))
 
     def _build_mlp(self, spec, use_bias: bool) -> None:
         """``fc1`` Dense(R) and ``fc2`` Dense(C), built: kernels [C, R] and [R, C]."""

@@ -78,7 +78,7 @@ class CBAMBlock(AttentionLayer):
         mc = gate(self._mlp(self._pool(x)) + self._mlp(self._pool_max(x)))
         x1 = self._scale(x, mc)
         axis = reference.validation.channel_axis(self.data_format)
-        stats = {"max": ops.cast(ops.max(x1, axis=axis), acc), "mean": ops.mean(ops.cast(x1, acc), axis=axis)}
+        stats = {"max": ops.cast(self._max(x1, axis), acc), "mean": ops.mean(ops.cast(x1, acc), axis=axis)}
         s = ops.stack([stats[name] for name in self.spec.spatial_order], axis=-1)  # [N, H, W, 2]
         z = ops.conv(s, ops.cast(self.conv.kernel, acc), padding="same")          # [N, H, W, 1]
         if self.bn is not None:

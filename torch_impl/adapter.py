@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 import reference
-from attnport.adapter import Adapter
+from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
@@ -20,7 +20,11 @@ from .se import SEBlock
 
 
 def to_torch(a: np.ndarray) -> torch.Tensor:
-    """A tensor sharing ``a``'s memory; NumPy bfloat16 (ml_dtypes) goes through a uint16 view."""
+    """A tensor of ``a`` in any byte order and strides, sharing its memory where ``a`` is C-contiguous, native
+    and writable (torch holds no read-only tensors); NumPy bfloat16 (ml_dtypes) goes through a uint16 view."""
+    a = native_array(a)
+    if not a.flags.writeable:
+        a = a.copy()
     if a.dtype.name == "bfloat16":
         return torch.from_numpy(a.view(np.uint16)).view(torch.bfloat16)
     return torch.from_numpy(a)
@@ -61,7 +65,7 @@ class TorchAdapter(Adapter):
 
     def set(self, module, path, value):
         with torch.no_grad():
-            module.state_dict()[path].copy_(to_torch(np.ascontiguousarray(value)))
+            module.state_dict()[path].copy_(to_torch(value))
 
     def tensor(self, x):
         return to_torch(x)
@@ -70,7 +74,7 @@ class TorchAdapter(Adapter):
         return to_numpy(t)
 
     def to_tensor(self, x, perm=None):
-        t = to_torch(np.ascontiguousarray(x))
+        t = to_torch(x)
         return t if perm is None else t.permute(perm)
 
     def to_numpy(self, t, perm=None):
@@ -102,7 +106,7 @@ class TorchAdapter(Adapter):
         def setter(t):
             def put(v):
                 with torch.no_grad():
-                    t.copy_(to_torch(np.ascontiguousarray(v)))
+                    t.copy_(to_torch(v))
             return put
         return [(n, tuple(t.shape), setter(t)) for n, t in named]
 
