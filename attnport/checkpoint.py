@@ -35,27 +35,41 @@ turns each tensor's raw little-endian bytes into an array with its own dtype tab
 is ``ml_dtypes.bfloat16`` (and the float8 codes are ml_dtypes' float8 types). No hand-written
 header, no uint16 views, no side-channel metadata.
 
-Safety and integrity
---------------------
+Safety and integrity (README "Checkpoint files")
+------------------------------------------------
 - Nothing is ever unpickled: only safetensors is read, and a file that is not safetensors (a pickle,
   a zip from ``torch.save`` or ``.keras``, HDF5, ``.npy``) is refused by its first bytes with a
-  `CheckpointError` naming the file. `load` also refuses any suffix but ``.safetensors``.
+  `CheckpointError` naming the file. `load` also refuses any suffix but ``.safetensors`` (any case).
+  Only regular files are opened (`open_regular`); a header key given twice is refused by name
+  (safetensors' parser would keep the last); NaN/Inf weights warn `NonFiniteWarning`.
 - `save` writes to a temporary file in the target's directory, fsyncs it, reloads it and compares
   every tensor (dtype, shape, bytes) and the metadata with what was asked for, and only then moves
   it into place with ``os.replace`` (without ``force``, an existing target is refused; where the
   file system supports hard links the final step is ``os.link``, which cannot overwrite a file that
-  appeared meanwhile). On any failure the temporary file is removed and the target is untouched.
+  appeared meanwhile; with ``force`` the replaced file's mode is kept). On any failure -- a
+  file-system error (`WriteError`), SIGINT (`Interrupted`), SIGTERM or SIGHUP -- the temporary file
+  is removed and the target is untouched; a temporary file whose writer was killed outright is
+  removed by the next write of the same target. The same input gives the same bytes.
 - Truncated or corrupt files raise `CheckpointError` (a ``ValueError``) naming the file, never the
   safetensors extension's own exception type.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import re
+import reprlib
+import signal
+import socket
+import stat
 import struct
 import sys
 import tempfile
+import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -66,6 +80,8 @@ import reference
 from reference.dtypes import SUPPORTED as SUPPORTED_DTYPES
 from reference.validation import ParamError
 
+from . import limits
+
 FORMAT = "attnport"
 FORMAT_VERSION = 1
 SUFFIX = ".safetensors"
@@ -73,7 +89,8 @@ SUFFIX = ".safetensors"
 Bundle = dict[str, tuple[Any, dict[str, np.ndarray]]]
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "SUFFIX", "Bundle", "CheckpointError", "CheckpointParamError", "Summary",
-           "save", "load", "read_tensors", "module_key"]
+           "WriteError", "Interrupted", "NonFiniteWarning", "save", "load", "read_tensors", "open_regular",
+           "module_key"]
 
 
 class CheckpointError(ValueError):
@@ -82,6 +99,36 @@ class CheckpointError(ValueError):
     def __init__(self, path, message: str):
         self.path = str(path)
         super().__init__(f"{self.path}: {message}")
+
+
+class WriteError(OSError):
+    """The file system refused the write (full disk, read-only, quota): nothing was written, and an
+    existing file is untouched. ``errno`` is the system's; ``filename`` the target."""
+
+    def __init__(self, path, cause: OSError, existed: bool):
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.existed = existed
+
+    def __str__(self) -> str:
+        kept = ", the existing file is untouched" if self.existed else ""
+        return f"{self.filename}: cannot write: {self.strerror}; nothing was written{kept}"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during a write, raised after the temporary file was removed."""
+
+    def __init__(self, path):
+        super().__init__(f"{path}: interrupted by SIGINT; nothing was written")
+
+
+class NonFiniteWarning(UserWarning):
+    """Weights hold NaN or Inf. ``counts`` maps tensor key -> (NaN count, Inf count); ``path`` names the file."""
+
+    def __init__(self, path, counts: dict[str, tuple[int, int]]):
+        self.path, self.counts = str(path), dict(counts)
+        listed = "; ".join(f"{key}: {nan} NaN, {inf} Inf" for key, (nan, inf) in list(self.counts.items())[:10])
+        more = f"; and {len(self.counts) - 10} more" if len(self.counts) > 10 else ""
+        super().__init__(f"{self.path}: non-finite weights in {len(self.counts)} tensor(s): {listed}{more}")
 
 
 class VerificationError(CheckpointError):
@@ -199,8 +246,11 @@ def _parse(path, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     import safetensors  # noqa: PLC0415
 
     try:
+        header = json.loads(data[8:8 + header_len], object_pairs_hook=_unique_keys)
         flat = safetensors.deserialize(data)
-        header = json.loads(data[8:8 + header_len])
+    except _DuplicateKey as e:
+        raise CheckpointError(path, f"the header lists the key {e.key!r} twice; readers disagree on which "
+                                    "one counts") from None
     except Exception as e:  # SafetensorError subclasses Exception only; never let it leak
         raise CheckpointError(path, f"corrupt or truncated safetensors file ({e})") from None
     metadata = header.get("__metadata__") or {}
@@ -218,16 +268,89 @@ def _parse(path, data: bytes) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     return dict(sorted(tensors.items())), dict(metadata)
 
 
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs) -> dict:
+    """``json`` object hook: a repeated key is an error (safetensors' own parser keeps the last)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def open_regular(path):
+    """``path`` opened for binary reading if it is a regular file (symlinks followed).
+
+    A FIFO, directory, device or socket is refused by what it is, before it is opened for reading
+    (a FIFO would block, ``/dev/zero`` never ends); the open itself never blocks, and the opened
+    file is checked again. Raises `CheckpointError` naming the file.
+    """
+    try:
+        before = os.stat(path)
+    except FileNotFoundError:
+        raise CheckpointError(path, "no such file") from None
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    if not stat.S_ISREG(before.st_mode):
+        raise CheckpointError(path, limits.not_regular(path, before.st_mode))
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read: {e.strerror or e}") from None
+    after = os.fstat(fd)
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino) or not stat.S_ISREG(after.st_mode):
+        os.close(fd)
+        raise CheckpointError(path, "was replaced while it was being opened; refusing to read it")
+    return os.fdopen(fd, "rb")
+
+
+def _read(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    with open_regular(path) as f:
+        data = f.read()
+    return _parse(path, data)
+
+
+def non_finite_counts(tensors: Mapping[str, np.ndarray]) -> dict[str, tuple[int, int]]:
+    """``{key: (NaN count, Inf count)}`` for every floating tensor holding either."""
+    counts = {}
+    for key, arr in tensors.items():
+        if arr.dtype.kind in "biuSUO" or arr.dtype.names:
+            continue
+        try:
+            finite = np.isfinite(arr)
+        except TypeError:  # not a floating type NumPy (or ml_dtypes) can test
+            continue
+        if not finite.all():
+            nan = int(np.count_nonzero(np.isnan(arr)))
+            counts[key] = (nan, int(arr.size - np.count_nonzero(finite)) - nan)
+    return counts
+
+
+def warn_non_finite(path, tensors: Mapping[str, np.ndarray], stacklevel: int = 3) -> None:
+    """Warn (`NonFiniteWarning`) when any tensor holds NaN or Inf, with the counts per tensor."""
+    counts = non_finite_counts(tensors)
+    if counts:
+        warnings.warn(NonFiniteWarning(path, counts), stacklevel=stacklevel)
+
+
 def read_tensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Every tensor of any safetensors file, each in its own dtype, and the header metadata.
 
     BF16 tensors come back as ml_dtypes bfloat16 arrays. The file is read and validated by
     safetensors' parser; nothing is unpickled, whatever the suffix. Raises `CheckpointError`
-    naming the file for anything that is not a complete, valid safetensors file.
+    naming the file for anything that is not a complete, valid safetensors file (a repeated
+    header key included) or not a regular file. Warns `NonFiniteWarning` for NaN/Inf weights.
     """
-    with open(path, "rb") as f:
-        data = f.read()
-    return _parse(path, data)
+    tensors, metadata = _read(path)
+    warn_non_finite(path, tensors)
+    return tensors, metadata
 
 
 def _spec_from_json(path, prefix: str, entry) -> Any:
@@ -235,17 +358,17 @@ def _spec_from_json(path, prefix: str, entry) -> Any:
     if not isinstance(entry, dict) or not isinstance(entry.get("kind"), str) or \
             not isinstance(entry.get("spec"), dict):
         raise CheckpointError(path, f"{where}: metadata must be {{\"kind\": str, \"spec\": {{field: value}}}}, "
-                                    f"got {entry!r}")
+                                    f"got {reprlib.repr(entry)}")
     kind = entry["kind"]
     if kind not in reference.SPECS:
-        raise CheckpointError(path, f"{where}: unknown kind {kind!r}; this attnport knows "
+        raise CheckpointError(path, f"{where}: unknown kind {reprlib.repr(kind)}; this attnport knows "
                                     f"{sorted(reference.SPECS)}")
     cls = reference.SPECS[kind]
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = entry["spec"]
     unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise CheckpointError(path, f"{where}: unknown {kind} spec field(s) {', '.join(unknown)}")
+        raise CheckpointError(path, f"{where}: unknown {kind} spec field(s) {_short(', '.join(unknown))}")
     required = [name for name, f in fields.items()
                 if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
     absent = [name for name in required if name not in values]
@@ -254,8 +377,14 @@ def _spec_from_json(path, prefix: str, entry) -> Any:
     kwargs = {name: tuple(v) if isinstance(v, list) else v for name, v in values.items()}
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(path, f"{where}: invalid {kind} spec: {e}") from None
+    except (TypeError, ValueError, ArithmeticError, RecursionError) as e:
+        raise CheckpointError(path, f"{where}: invalid {kind} spec: {_short(e)}") from None
+
+
+def _short(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message, cut to ``limit`` characters (hostile values can be huge)."""
+    text = str(exc) or type(exc).__name__
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_prefixes(prefixes, error) -> None:
@@ -282,11 +411,17 @@ def load(path) -> Bundle:
     (naming the prefix and field), and `CheckpointParamError` when the tensors do not match the
     declared modules (missing, unexpected, mis-shaped and orphan keys, each by full key).
     """
-    if Path(path).suffix != SUFFIX:
+    if not _has_suffix(path):
         raise CheckpointError(path, f"attnport checkpoints are {SUFFIX} files; refusing to read this one "
                                     "(attnport never unpickles)")
-    tensors, metadata = read_tensors(path)
-    return bundle_from_tensors(path, tensors, metadata)
+    tensors, metadata = _read(path)
+    bundle = bundle_from_tensors(path, tensors, metadata)
+    warn_non_finite(path, tensors)
+    return bundle
+
+
+def _has_suffix(path) -> bool:
+    return Path(path).suffix.lower() == SUFFIX
 
 
 def bundle_from_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> Bundle:
@@ -302,8 +437,8 @@ def bundle_from_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str
                                     f"version {FORMAT_VERSION}")
     try:
         modules = json.loads(metadata.get("modules", ""))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(path, f"the 'modules' metadata is not valid JSON ({e})") from None
+    except (ValueError, RecursionError) as e:  # also integers past Python's digit limit, deep nesting
+        raise CheckpointError(path, f"the 'modules' metadata is not valid JSON ({_short(e)})") from None
     if not isinstance(modules, dict):
         raise CheckpointError(path, "the 'modules' metadata must be a JSON object {prefix: module}")
     _check_prefixes(modules, lambda msg: CheckpointError(path, msg))
@@ -414,15 +549,31 @@ def _prepare(bundle, layout: str = "canonical") -> tuple[dict[str, np.ndarray], 
     return tensors, metadata
 
 
+def _serialize(tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> bytes:
+    """safetensors bytes, the same for the same input: safetensors writes the metadata in hash order
+    (a Rust ``HashMap``), so the header is re-emitted with the metadata keys sorted."""
+    from safetensors.numpy import save as serialize  # noqa: PLC0415
+
+    data = serialize(tensors, metadata=metadata)
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+    raw += b" " * (-len(raw) % 8)  # safetensors pads the header with spaces to 8 bytes
+    return struct.pack("<Q", len(raw)) + raw + data[8 + n:]
+
+
 def _write_payload(f, data: bytes) -> None:
     """Write ``data`` to the open temporary file and make it durable. (Tests replace this.)"""
-    f.write(data)
-    f.flush()
-    os.fsync(f.fileno())
+    view, fd = memoryview(data), f.fileno()
+    while view:
+        view = view[os.write(fd, view):]
+    os.fsync(fd)
 
 
 def _verify(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> None:
-    got, got_meta = read_tensors(path)
+    got, got_meta = _read(path)
     problems = []
     if set(got) != set(tensors):
         problems.append(f"keys differ: missing {sorted(set(tensors) - set(got))}, "
@@ -442,6 +593,117 @@ def _current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def _new_mode(path: Path, force: bool) -> int:
+    """The mode of the file being replaced (``force`` keeps it), else a normal new file's mode."""
+    if force:
+        try:
+            return stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:
+            pass
+    return 0o666 & ~_current_umask()
+
+
+# --------------------------------------------------------------------------- temporary files
+
+# ``.NAME.HOST-PID-XXXXXXXX.tmp`` beside the target: HOST is a short hash of the host name, PID the
+# writer's, XXXXXXXX mkstemp's random part. NAME is cut so the whole stays within the file system's
+# name limit (pids are allowed 10 digits, so the cut does not depend on the pid).
+_TEMP = re.compile(r"\.(?P<name>.*)\.(?P<host>[0-9a-f]{6})-(?P<pid>[0-9]+)-[a-z0-9_]{8}\.tmp", re.DOTALL)
+_TEMP_FIXED = len(".." + "h" * 6 + "-" + "9" * 10 + "-" + "x" * 8 + ".tmp")
+
+
+def _host_tag() -> str:
+    return hashlib.blake2s(socket.gethostname().encode(), digest_size=3).hexdigest()
+
+
+def _name_max(directory: Path) -> int:
+    try:
+        return os.pathconf(directory, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        return 255
+
+
+def _temp_stem(path: Path) -> str:
+    """The target's name, cut (whole characters) so that its temporary name fits the name limit."""
+    budget, name = _name_max(path.parent) - _TEMP_FIXED, path.name
+    while len(os.fsencode(name)) > budget:
+        name = name[:-1]
+    return name
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid() or os.name == "nt":  # on Windows os.kill(pid, 0) is not a probe
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temporary files of ``path`` whose writer (on this host) is no longer running: what a
+    SIGKILL or a power cut leaves. Another target's or a live writer's are left alone."""
+    stem, host = _temp_stem(path), _host_tag()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        found = _TEMP.fullmatch(entry.name)
+        if found and found["name"] == stem and found["host"] == host and not _pid_alive(int(found["pid"])):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+class _Signalled(BaseException):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)  # a second one must not interrupt the clean-up
+    raise _Signalled(signum)
+
+
+def _raise_interrupted(signum, frame):
+    signal.signal(signum, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _clean_up_on_signals(path: Path):
+    """SIGTERM, SIGHUP and SIGINT unwind the write (removing the temporary file) where their
+    action is still the default: then SIGTERM/SIGHUP end the process as they would have, and
+    SIGINT raises `Interrupted` (a KeyboardInterrupt). Handlers set by the caller are left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    defaults = {getattr(signal, name): (signal.SIG_DFL, _raise_signalled) for name in ("SIGTERM", "SIGHUP")
+                if hasattr(signal, name)}
+    defaults[signal.SIGINT] = (signal.default_int_handler, _raise_interrupted)
+    previous = {}
+    for signum, (default, handler) in defaults.items():
+        if signal.getsignal(signum) is default:
+            previous[signum] = signal.signal(signum, handler)
+    try:
+        yield
+    except _Signalled as exc:
+        signal.signal(exc.signum, signal.SIG_DFL)
+        os.kill(os.getpid(), exc.signum)  # the default action: the process ends by this signal
+        raise SystemExit(128 + exc.signum) from None  # only if the signal is blocked
+    except KeyboardInterrupt:
+        if signal.SIGINT not in previous:
+            raise
+        raise Interrupted(path) from None
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def save(path, bundle: Bundle, *, force: bool = False, layout: str = "canonical") -> Summary:
@@ -467,8 +729,8 @@ def write_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]
     """Write any flat ``{key: array}`` as a ``.safetensors`` file with the guarantees of `save`
     (atomic, no overwrite without ``force``, read back bit for bit). Used for peer layouts too."""
     path = Path(path)
-    if path.suffix != SUFFIX:
-        raise ValueError(f"{path}: attnport writes safetensors files; the name must end in {SUFFIX}")
+    if not _has_suffix(path):
+        raise CheckpointError(path, f"attnport writes safetensors files; the name must end in {SUFFIX}")
     directory = path.parent
     if not directory.is_dir():
         raise FileNotFoundError(f"{path}: the directory {directory} does not exist")
@@ -477,40 +739,53 @@ def write_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
 
-    from safetensors.numpy import save as serialize  # noqa: PLC0415
-
-    data = serialize(tensors, metadata=metadata)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file a normal new file's mode
-                os.fchmod(f.fileno(), 0o666 & ~_current_umask())
-            _write_payload(f, data)
-        _verify(tmp, tensors, metadata)
-        if force:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)  # fails if path appeared meanwhile; never overwrites
-            except FileExistsError:
-                raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it") from None
-            except OSError:  # no hard links on this file system
-                if path.exists():
-                    raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it") from None
-                os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    try:
-        os.unlink(tmp)  # after os.link the temporary name is still there
-    except FileNotFoundError:
-        pass
+    data = _serialize(tensors, metadata)
+    with _clean_up_on_signals(path):
+        _remove_stale_temps(path)
+        _publish(path, data, tensors, metadata, force)
     _fsync_directory(directory)
     dtypes = sorted({a.dtype.name for a in tensors.values()})
     return Summary(modules=modules, tensors=len(tensors), bytes=len(data), dtypes=dtypes, path=str(path))
+
+
+def _publish(path: Path, data: bytes, tensors, metadata, force: bool) -> None:
+    """Write ``data`` to a temporary file beside ``path``, verify it, move it into place; on any
+    failure remove it. File-system errors become `WriteError`."""
+    existed = path.exists()
+    mode = _new_mode(path, force)
+    tmp = None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{_temp_stem(path)}.{_host_tag()}-{os.getpid()}-",
+                                   suffix=".tmp")
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600
+                os.fchmod(f.fileno(), mode)
+            _write_payload(f, data)
+        _verify(tmp, tensors, metadata)
+        _move_into_place(tmp, path, force)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise WriteError(path, exc, existed) from None
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # after os.link the temporary name is still there
+
+
+def _move_into_place(tmp: str, path: Path, force: bool) -> None:
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # fails if path appeared meanwhile; never overwrites
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it") from None
+    except OSError:  # no hard links on this file system
+        if path.exists():
+            raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it") from None
+        os.replace(tmp, path)
 
 
 def _fsync_directory(directory: Path) -> None:

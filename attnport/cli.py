@@ -183,7 +183,7 @@ def _user_errors():
     import reference
 
     return (files.BadInput, checkpoint.CheckpointError, reference.ParamError, FileExistsError, FileNotFoundError,
-            IsADirectoryError, PermissionError)
+            IsADirectoryError, PermissionError, checkpoint.WriteError, checkpoint.Interrupted)
 
 
 def _inspect(args) -> int:

@@ -67,6 +67,10 @@ def test_float32_params_load_into_a_float64_module_exactly(bridge):
     ((1, 0, 3, 8), "float32", "channels_last", ValueError, r"non-empty spatial.*\(0, 3\)"),
     ((1, 3, 3, 8), "int64", "channels_last", TypeError, "int64"),
     ((1, 3, 3, 8), "float64", "channels_last", TypeError, "input dtype float64 differs.*float32"),
+    ((1, 3, 3, 8), np.dtype("float64").newbyteorder("S"), "channels_last", TypeError,
+     "input dtype float64 differs.*float32"),
+    ((1, 3, 3, 8), np.dtype("int64").newbyteorder("S"), "channels_last", TypeError, "int64"),
+    ((1, 3, 3, 8), "complex64", "channels_last", TypeError, "complex64"),
     ((1, 3, 3, 8), "float32", "NCHW", ValueError, "data_format"),
 ])
 def test_apply_rejects_bad_input(bridge, shape, dtype, fmt, exc, pattern):

@@ -101,7 +101,8 @@ def test_mixed_dtypes_and_special_values(tmp_path):
     summary = ckpt.save(path, {"blk": (spec, params)})
     assert summary.dtypes == ["bfloat16", "float16", "float32", "float64"]
     assert "bfloat16/float16/float32/float64" in str(summary)
-    assert_bundles_equal(ckpt.load(path), {"blk": (spec, params)})
+    with pytest.warns(ckpt.NonFiniteWarning, match="blk.fc2.bias: 1 NaN, 1 Inf"):
+        assert_bundles_equal(ckpt.load(path), {"blk": (spec, params)})
     header = raw_header(path)
     assert {k: header[k]["dtype"] for k in header if k != "__metadata__"} == {
         "blk.fc1.weight": "BF16", "blk.fc1.bias": "F32", "blk.fc2.weight": "F16", "blk.fc2.bias": "F64"}
@@ -390,3 +391,216 @@ def test_spec_fields_survive_exactly(tmp_path):
     path = tmp_path / "specs.safetensors"
     ckpt.save(path, bundle)
     assert_bundles_equal(ckpt.load(path), bundle)
+
+
+# --------------------------------------------------------------------------- hostile headers and metadata
+
+def hand_built(path, header: str, data: bytes) -> None:
+    """A safetensors file from a literal header (duplicate keys and all), padded as safetensors pads."""
+    raw = header.encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data)
+
+
+@pytest.mark.parametrize("header, key", [
+    ('{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"I32","shape":[2],"data_offsets":[0,8]}}',
+     "a"),
+    ('{"w.x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
+     '"w.x":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}}', "w.x"),
+    ('{"__metadata__":{"format":"attnport","format":"other"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+     "format"),
+    ('{"__metadata__":{},"__metadata__":{"x":"y"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}',
+     "__metadata__"),
+])
+def test_duplicate_header_keys_are_refused_by_name(tmp_path, header, key):
+    path = tmp_path / "dup.safetensors"
+    hand_built(path, header, bytes(16 if "[8,16]" in header else 8))
+    for read in (ckpt.read_tensors, ckpt.load):
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        assert f"dup.safetensors: the header lists the key {key!r} twice" in str(info.value)
+
+
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize("modules, match", [
+    ("9" * 5000, r"the 'modules' metadata is not valid JSON"),
+    (NESTED, r"the 'modules' metadata is not valid JSON"),
+    ('{"m":' * 50_000 + "1" + "}" * 50_000, r"the 'modules' metadata is not valid JSON"),
+    ('{"m":{"kind":"se","spec":{"channels":' + "9" * 5000 + "}}}", r"the 'modules' metadata is not valid JSON"),
+    ('{"m":{"kind":"se","spec":{"channels":' + NESTED + "}}}", r"the 'modules' metadata is not valid JSON"),
+    ('{"m":{"kind":"eca","spec":{"channels":' + "9" * 400 + "}}}", r"module 'm': missing key m.conv.weight"),
+    ('{"m":{"kind":"se","spec":{"channels":1e999}}}', r"module 'm': invalid se spec"),
+    ('{"m":{"kind":"se","spec":{"channels":NaN}}}', r"module 'm': invalid se spec"),
+    ('{"m":{"kind":"se","spec":{"channels":{"a":1}}}}', r"module 'm': invalid se spec"),
+    ('{"m":{"kind":"cbam","spec":{"channels":8,"spatial_order":' + "[" * 900 + "]" * 900 + "}}}",
+     r"module 'm': invalid cbam spec"),
+    ('{"m":{"kind":"se","spec":' + "[" * 900 + "]" * 900 + "}}", r"module 'm': metadata must be"),
+])
+def test_metadata_bombs_are_checkpoint_errors(tmp_path, modules, match):
+    path = tmp_path / "bomb.safetensors"
+    write_raw(path, {"fc1.weight": np.zeros((2, 8), np.float32)},
+              {"format": "attnport", "format_version": "1", "modules": modules})
+    with pytest.raises(CheckpointError, match=match) as info:
+        ckpt.load(path)
+    assert str(info.value).startswith(f"{path}: ") and len(str(info.value)) < 2000
+
+
+# --------------------------------------------------------------------------- names, modes, disk errors
+
+@pytest.mark.parametrize("name", ["x.pt", "x", "x.safetensors.tmp", "x.safetensor", "x.h5", ".safetensors"])
+def test_save_refuses_a_name_not_ending_in_safetensors(tmp_path, name):
+    spec = reference.ECA(8)
+    for write in (lambda p: ckpt.save(p, {"e": (spec, spec.init_params())}),
+                  lambda p: ckpt.write_tensors(p, {"a": np.zeros(2, np.float32)}, {})):
+        with pytest.raises(CheckpointError) as info:
+            write(tmp_path / name)
+        assert str(info.value) == f"{tmp_path / name}: attnport writes safetensors files; the name must end " \
+                                  f"in .safetensors"
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("name", ["x.SAFETENSORS", "x.SafeTensors"])
+def test_the_suffix_is_case_insensitive(tmp_path, name):
+    bundle = make_bundle()
+    ckpt.save(tmp_path / name, bundle)
+    assert_bundles_equal(ckpt.load(tmp_path / name), bundle)
+    assert os.listdir(tmp_path) == [name]
+
+
+@pytest.mark.parametrize("name", [
+    "n" * 235 + ".safetensors",                 # 247 characters: the temporary name would pass 255
+    "n" * 243 + ".safetensors",                 # 255, the longest legal name
+    "é" * 121 + ".safetensors",                 # 254 bytes in UTF-8, 133 characters
+])
+def test_long_names_are_written(tmp_path, name):
+    bundle = make_bundle()
+    ckpt.save(tmp_path / name, bundle)
+    ckpt.save(tmp_path / name, bundle, force=True)
+    assert_bundles_equal(ckpt.load(tmp_path / name), bundle)
+    assert os.listdir(tmp_path) == [name]
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o604, 0o755, 0o400])
+def test_force_keeps_the_existing_mode(tmp_path, mode):
+    path = tmp_path / "net.safetensors"
+    for write in (lambda: ckpt.save(path, make_bundle(), force=True),
+                  lambda: ckpt.write_tensors(path, {"a": np.ones(3, np.float32)}, {"k": "v"}, force=True)):
+        ckpt.save(path, make_bundle("float16"), force=True)
+        os.chmod(path, mode)
+        write()
+        assert path.stat().st_mode & 0o7777 == mode
+        assert ckpt.read_tensors(path)[0]  # the new contents
+
+
+def _fail_for_temporary_files(monkeypatch, name: str, err: int, tmp_path) -> None:
+    """``os.NAME`` raises ``err`` for temporary files (``*.tmp``) under tmp_path, as a full or
+    read-only file system does."""
+    real = getattr(os, name)
+
+    def temporary(arg) -> bool:
+        if isinstance(arg, int):
+            try:
+                arg = os.readlink(f"/proc/self/fd/{arg}")
+            except OSError:
+                return False
+        return str(arg).startswith(str(tmp_path)) and str(arg).endswith(".tmp")
+
+    def failing(*args, **kwargs):
+        if temporary(args[0]):
+            raise OSError(err, os.strerror(err))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os, name, failing)
+
+
+# (os call that fails, errno, whether the target exists): force is needed for an existing target, and
+# os.replace is the step with force (without it, os.link, or os.replace where links fail)
+DISK_ERRORS = [(call, code, existing) for existing in (False, True)
+               for call, code in [("open", "EROFS"), ("open", "ENOSPC"), ("open", "EDQUOT"), ("write", "ENOSPC"),
+                                  ("write", "EIO"), ("fsync", "ENOSPC"), ("fsync", "EROFS"), ("replace", "EROFS")]]
+DISK_ERRORS += [("link", "EROFS", False)]
+
+
+@pytest.mark.parametrize("call, code, existing", DISK_ERRORS)
+def test_disk_errors_are_named_and_leave_nothing(tmp_path, monkeypatch, call, code, existing):
+    import errno as errnos
+
+    err = getattr(errnos, code)
+    path = tmp_path / "net.safetensors"
+    if existing:
+        ckpt.save(path, make_bundle("float64"))
+    before = path.read_bytes() if existing else None
+    _fail_for_temporary_files(monkeypatch, call, err, tmp_path)
+    if call == "link":
+        _fail_for_temporary_files(monkeypatch, "replace", err, tmp_path)
+    with pytest.raises(ckpt.WriteError) as info:
+        ckpt.save(path, make_bundle("float32"), force=existing or call == "replace")
+    monkeypatch.undo()
+    assert isinstance(info.value, OSError) and info.value.errno == err
+    assert str(info.value) == f"{path}: cannot write: {os.strerror(err)}; nothing was written" + \
+        (", the existing file is untouched" if existing else "")
+    assert os.listdir(tmp_path) == (["net.safetensors"] if existing else [])
+    assert (path.read_bytes() if existing else None) == before
+
+
+def timm_bundle():
+    """The modules of `make_bundle` that timm computes (for conversions to the timm layout)."""
+    bundle = make_bundle()
+    return {prefix: bundle[prefix] for prefix in ("layer1.0.se", "layer2.1.cbam")}
+
+
+def test_cli_reports_disk_errors_with_exit_2(tmp_path, monkeypatch, capsys):
+    from attnport import cli
+
+    src, out = tmp_path / "src.safetensors", tmp_path / "out.safetensors"
+    ckpt.save(src, timm_bundle())
+    for target in ("keras", "timm"):
+        for call, err in (("open", 30), ("fsync", 28)):
+            _fail_for_temporary_files(monkeypatch, call, err, tmp_path)
+            code = cli.main(["convert", str(src), str(out), "--to", target])
+            monkeypatch.undo()
+            stderr = capsys.readouterr().err
+            assert code == 2 and stderr == f"attnport: {out}: cannot write: {os.strerror(err)}; nothing was written\n"
+            assert os.listdir(tmp_path) == ["src.safetensors"]
+
+
+@pytest.mark.parametrize("name", ["out.pt", "out", "out.h5"])
+def test_cli_refuses_a_bad_output_name_with_exit_2(tmp_path, capsys, name):
+    from attnport import cli
+
+    src = tmp_path / "src.safetensors"
+    ckpt.save(src, timm_bundle())
+    for target in ("keras", "timm"):
+        code = cli.main(["convert", str(src), str(tmp_path / name), "--to", target])
+        assert code == 2 and f"{tmp_path / name}: attnport writes safetensors files" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == ["src.safetensors"]
+
+
+# --------------------------------------------------------------------------- deterministic bytes
+
+def test_identical_writes_give_identical_bytes(tmp_path):
+    """safetensors writes the metadata in hash order; attnport sorts it."""
+    bundle = make_bundle()
+    meta = {f"key{i}": str(i) for i in range(6)}
+    saved, written = set(), set()
+    for i in range(12):
+        ckpt.save(tmp_path / f"s{i}.safetensors", bundle)
+        ckpt.write_tensors(tmp_path / f"w{i}.safetensors", {"a": np.ones(2, np.float32)}, meta)
+        saved.add((tmp_path / f"s{i}.safetensors").read_bytes())
+        written.add((tmp_path / f"w{i}.safetensors").read_bytes())
+    assert len(saved) == 1 and len(written) == 1
+    assert list(raw_header(tmp_path / "w0.safetensors")["__metadata__"]) == sorted(meta)
+
+
+def test_identical_conversions_give_identical_bytes(tmp_path, capsys):
+    from attnport import cli
+
+    src = tmp_path / "src.safetensors"
+    ckpt.save(src, timm_bundle())
+    outputs = set()
+    for i in range(12):
+        assert cli.main(["convert", str(src), str(tmp_path / f"o{i}.safetensors"), "--to", "timm"]) == 0
+        outputs.add((tmp_path / f"o{i}.safetensors").read_bytes())
+    assert len(outputs) == 1

@@ -80,7 +80,8 @@ def snapshot(backend, module) -> list:
         return [(k, str(v.dtype), tuple(v.shape), v.detach().cpu().contiguous().view(-1).view(torch.uint8)
                  .numpy().tobytes()) for k, v in module.state_dict().items()]
     if backend == "tf":
-        return [(v.path, str(v.dtype), tuple(v.shape), np.asarray(v.numpy()).tobytes()) for v in module.weights]
+        return [(v.path.split("/", 1)[-1], str(v.dtype), tuple(v.shape), np.asarray(v.numpy()).tobytes())
+                for v in module.weights]  # the path below the layer's own (unique) name
     import jax  # noqa: PLC0415
     from flax import nnx  # noqa: PLC0415
 
@@ -132,6 +133,21 @@ def test_a_copy_that_fails_part_way_leaves_the_module_as_it_was(backend, kind, k
     with pytest.raises(RuntimeError, match="copy into .* failed"):
         bridge.load_params(module, hostile)
     assert snapshot(backend, module) == before, "a failed load changed the module"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_verify_setters_take_hostile_arrays(backend, kind):
+    """The setters `verify` writes a candidate's variables with (`Adapter.variables`) accept what load_params
+    accepts: two modules set from the same values, plain and hostile, hold the same bits."""
+    bridge, spec = get_bridge(backend), SPECS[kind]
+    plain, hostile = bridge.build(spec, seed=0), bridge.build(spec, seed=1)
+    rng = np.random.default_rng(5)
+    for (name, shape, put), (_, _, put_hostile) in zip(bridge.ADAPTER.variables(plain),
+                                                      bridge.ADAPTER.variables(hostile), strict=True):
+        value = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        put(value)
+        put_hostile(swapped_reversed(value))
+    assert snapshot(backend, hostile) == snapshot(backend, plain)
 
 
 BAD = {
