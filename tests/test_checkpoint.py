@@ -438,13 +438,17 @@ NESTED = "[" * 100_000 + "]" * 100_000
      r"module 'm': invalid cbam spec"),
     ('{"m":{"kind":"se","spec":' + "[" * 900 + "]" * 900 + "}}", r"module 'm': metadata must be"),
 ])
-def test_metadata_bombs_are_checkpoint_errors(tmp_path, modules, match):
+def test_metadata_bombs_are_checkpoint_errors(tmp_path, capsys, modules, match):
+    from attnport import cli
+
     path = tmp_path / "bomb.safetensors"
     write_raw(path, {"fc1.weight": np.zeros((2, 8), np.float32)},
               {"format": "attnport", "format_version": "1", "modules": modules})
     with pytest.raises(CheckpointError, match=match) as info:
         ckpt.load(path)
     assert str(info.value).startswith(f"{path}: ") and len(str(info.value)) < 2000
+    assert cli.main(["inspect", str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"attnport: {info.value}")
 
 
 # --------------------------------------------------------------------------- names, modes, disk errors
@@ -483,10 +487,14 @@ def test_long_names_are_written(tmp_path, name):
 
 
 @pytest.mark.parametrize("mode", [0o600, 0o640, 0o604, 0o755, 0o400])
-def test_force_keeps_the_existing_mode(tmp_path, mode):
-    path = tmp_path / "net.safetensors"
+def test_force_keeps_the_existing_mode(tmp_path, capsys, mode):
+    from attnport import cli
+
+    path, src = tmp_path / "net.safetensors", tmp_path / "src.safetensors"
+    ckpt.save(src, timm_bundle())
     for write in (lambda: ckpt.save(path, make_bundle(), force=True),
-                  lambda: ckpt.write_tensors(path, {"a": np.ones(3, np.float32)}, {"k": "v"}, force=True)):
+                  lambda: ckpt.write_tensors(path, {"a": np.ones(3, np.float32)}, {"k": "v"}, force=True),
+                  lambda: cli.main(["convert", str(src), str(path), "--to", "timm", "--force"])):
         ckpt.save(path, make_bundle("float16"), force=True)
         os.chmod(path, mode)
         write()

@@ -261,6 +261,19 @@ def test_torch_deflated_zip_within_the_bound_is_read(tmp_path):
     np.testing.assert_array_equal(read_weights(deflated)[0]["w"], w.numpy())
 
 
+def test_torch_legacy_file_stating_more_than_it_holds_is_refused(tmp_path):
+    """torch < 1.6's format (official ECA/CBAM checkpoints use it) states each storage's size in the
+    pickle: 8 GiB in a 400-byte file is refused without being allocated."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "legacy.pth"
+    torch.save({"w": torch.zeros(4)}, path, _use_new_zipfile_serialization=False)
+    data = path.read_bytes()
+    at = data.index(b"K\x04", data.index(b"cpu"))  # the storage's element count, BININT1 4
+    path.write_bytes(data[:at] + b"J" + (2**31 - 1).to_bytes(4, "little") + data[at + 2:])  # BININT 2**31 - 1
+    with pytest.raises(BadInput, match=rf"{re.escape(str(path))}: refused to load: not a weights-only torch file"):
+        read_weights(path)
+
+
 class _Global:
     """Unpickling this calls ``func(*args)``: a global that weights-only loading must block."""
 
