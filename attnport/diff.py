@@ -4,9 +4,15 @@ Both files are read with `attnport.convert.discover` and mapped to canonical par
 attnport file can be compared with its Keras/Flax layout twin or with a timm / torchvision /
 official-repo state dict. File A is the reference: a module or tensor only in A is *missing*
 (from B), one only in B is *unexpected*. Values are compared in float64; a tensor is *within*
-when ``|b - a| <= atol + rtol * |a|`` elementwise (NaN matches NaN at the same place), and
-*bit-exact* when dtype, shape and bytes are all the same. Differing dtypes are reported: a
-bfloat16 tensor is never bit-exact with a float32 one, even where its values compare equal.
+when ``|b - a| <= atol + rtol * |a|`` elementwise, where NaN matches only NaN and an infinity only
+itself, whatever the tolerance; and *bit-exact* when dtype, shape and bytes are all the same.
+Differing dtypes are reported: a bfloat16 tensor is never bit-exact with a float32 one, even
+where its values compare equal. NaN and infinite values are counted per tensor and warned about.
+
+Two files are *equal* only if something was compared and nothing was left out: a module either
+file holds but attnport cannot read (``unresolved``) makes the result incomplete, not equal, and
+two files with no readable attention module at all are refused as bad input (README, "Comparing
+checkpoints").
 """
 from __future__ import annotations
 
@@ -48,6 +54,8 @@ class TensorDiff:
     max_abs: float | None = None  # None where the values cannot be compared
     max_rel: float | None = None  # relative to |A| where A is non-zero
     bit_exact: bool = False
+    nonfinite_a: int = 0  # NaN and infinite values in A's tensor
+    nonfinite_b: int = 0
 
     @property
     def key(self) -> str:
@@ -83,7 +91,7 @@ class ModuleDiff:
 
 @dataclass
 class DiffResult:
-    """Everything `diff` found; ``equal`` decides the CLI's exit code (0 equal, 1 not)."""
+    """Everything `diff` found; ``equal`` decides the CLI's exit code (0 equal, 1 not: different or incomplete)."""
 
     a: str
     b: str
@@ -97,21 +105,45 @@ class DiffResult:
     unrecognized_b: list[str] = field(default_factory=list)
     unresolved_a: dict[str, str] = field(default_factory=dict)
     unresolved_b: dict[str, str] = field(default_factory=dict)
+    inferred: list[str] = field(default_factory=list)  # what was taken from the keys (`Found.inferences`)
+
+    @property
+    def complete(self) -> bool:
+        """Every attention module of both files was read and compared (none left unresolved)."""
+        return not self.unresolved_a and not self.unresolved_b
 
     @property
     def equal(self) -> bool:
-        return all(m.equal for m in self.modules)
+        """Something was compared, nothing was left out, and every module matches."""
+        return bool(self.modules) and self.complete and all(m.equal for m in self.modules)
 
     @property
     def bit_exact(self) -> bool:
         return self.equal and all(t.bit_exact for m in self.modules for t in m.tensors)
+
+    def verdict(self) -> str:
+        """``bit-exact``, ``equal within ...``, ``incomplete: ...`` (what was compared matches, but not
+        everything could be), or ``different``."""
+        if self.equal:
+            return "bit-exact" if self.bit_exact else f"equal within atol={self.atol:g}, rtol={self.rtol:g}"
+        if self.modules and all(m.equal for m in self.modules):
+            left = len(self.unresolved_a) + len(self.unresolved_b)
+            return f"incomplete: {left} modules could not be compared"
+        return "different"
+
+    def warnings(self) -> list[str]:
+        """One line per tensor holding NaN or infinite values."""
+        return [f"{t.key} holds {n} NaN/Inf values in {side}" for t in self.tensors()
+                for side, n in (("A", t.nonfinite_a), ("B", t.nonfinite_b)) if n]
 
     def tensors(self) -> list[TensorDiff]:
         return [t for m in self.modules for t in m.tensors]
 
     def problems(self) -> list[str]:
         """One line per difference, each naming the module or full tensor key."""
-        lines = []
+        lines = [f"not compared: {side} {prefix or '(single module)'}: {why}"
+                 for side, unresolved in (("A", self.unresolved_a), ("B", self.unresolved_b))
+                 for prefix, why in unresolved.items()]
         for m in self.modules:
             where = m.prefix or "(single module)"
             if m.status != "both":
@@ -140,7 +172,8 @@ class DiffResult:
             return v
 
         out = clean(asdict(self))
-        out["equal"], out["bit_exact"] = self.equal, self.bit_exact
+        out["equal"], out["bit_exact"], out["complete"] = self.equal, self.bit_exact, self.complete
+        out["verdict"] = self.verdict()
         for m, mj in zip(self.modules, out["modules"]):
             mj["equal"] = m.equal
             for t, tj in zip(m.tensors, mj["tensors"]):
@@ -149,7 +182,8 @@ class DiffResult:
 
 
 def compare_arrays(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float = 0.0) -> tuple[float, float, bool]:
-    """``(max abs, max rel, within)`` of ``b`` against ``a`` in float64; NaN matches NaN."""
+    """``(max abs, max rel, within)`` of ``b`` against ``a`` in float64. NaN matches only NaN and an
+    infinity only itself: no tolerance, not even ``inf``, admits a non-finite difference."""
     x = np.asarray(a, dtype=np.float64)
     y = np.asarray(b, dtype=np.float64)
     if x.size == 0:
@@ -161,8 +195,13 @@ def compare_arrays(a: np.ndarray, b: np.ndarray, atol: float = 0.0, rtol: float 
         denom = np.abs(x)
         rel = np.divide(diff, denom, out=np.zeros_like(diff), where=(denom > 0) & np.isfinite(denom))
         rel = np.where((denom == 0) & (diff > 0), np.inf, rel)  # b != 0 where a == 0
-        within = bool(np.all(same | (diff <= atol + rtol * np.where(np.isfinite(denom), denom, 0.0))))
+        finite = np.isfinite(x) & np.isfinite(y)
+        within = bool(np.all(same | (finite & (diff <= atol + rtol * np.where(np.isfinite(denom), denom, 0.0)))))
     return float(diff.max()), float(rel.max()), within
+
+
+def _nonfinite(v) -> int:
+    return int(np.count_nonzero(~np.isfinite(np.asarray(v, dtype=np.float64))))
 
 
 def _tensor(prefix: str, name: str, a, b, atol: float, rtol: float) -> TensorDiff:
@@ -175,28 +214,41 @@ def _tensor(prefix: str, name: str, a, b, atol: float, rtol: float) -> TensorDif
     if a.shape != b.shape:
         t.status = "shape mismatch"
         return t
+    t.nonfinite_a, t.nonfinite_b = _nonfinite(a), _nonfinite(b)
     t.max_abs, t.max_rel, within = compare_arrays(a, b, atol, rtol)
     t.bit_exact = a.dtype == b.dtype and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
     t.status = "ok" if within else "differs"
     return t
 
 
+def _nothing_to_compare(a, b, found_a, found_b) -> str:
+    reasons = [f"{side} {p or '(single module)'}: {why}" for side, found in (("A", found_a), ("B", found_b))
+               for p, why in found.unresolved.items()]
+    why = f"; not readable: {'; '.join(reasons[:4])}" + (" ..." if len(reasons) > 4 else "") if reasons else ""
+    return (f"nothing to compare: neither {a} ({found_a.layout} layout) nor {b} ({found_b.layout} layout) holds an "
+            f"attention module attnport can read{why}")
+
+
 def diff(a, b, *, layout_a: str | None = None, layout_b: str | None = None, atol: float = 0.0,
          rtol: float = 0.0, preset=None, channels=None) -> DiffResult:
     """Compare the attention modules of files ``a`` and ``b`` (any layouts `discover` reads).
 
-    ``layout_a`` / ``layout_b`` default to what each file declares; ``preset`` and ``channels``
-    go to both discoveries (see `attnport.convert.discover`). Raises `BadInput` for unreadable
-    input or a negative / NaN tolerance.
+    ``layout_a`` / ``layout_b`` default to what each file declares, else to what its keys show;
+    ``preset`` and ``channels`` go to both discoveries (see `attnport.convert.discover`). Raises
+    `BadInput` for unreadable input, a negative / NaN tolerance, or two files without one readable
+    attention module between them (nothing to compare).
     """
     for what, tol in (("atol", atol), ("rtol", rtol)):
         if not (isinstance(tol, (int, float)) and tol >= 0):  # also refuses NaN
             raise BadInput(f"--{what} must be a non-negative number, got {tol!r}")
     found_a = discover(a, layout_a, preset=preset, channels=channels)
     found_b = discover(b, layout_b, preset=preset, channels=channels)
+    if not found_a.bundle and not found_b.bundle:
+        raise BadInput(_nothing_to_compare(a, b, found_a, found_b))
     result = DiffResult(str(a), str(b), found_a.layout, found_b.layout, float(atol), float(rtol),
                         unrecognized_a=sorted(found_a.unrecognized), unrecognized_b=sorted(found_b.unrecognized),
-                        unresolved_a=dict(found_a.unresolved), unresolved_b=dict(found_b.unresolved))
+                        unresolved_a=dict(found_a.unresolved), unresolved_b=dict(found_b.unresolved),
+                        inferred=found_a.inferences(a) + found_b.inferences(b))
     prefixes = list(found_a.bundle) + [p for p in found_b.bundle if p not in found_a.bundle]
     for prefix in prefixes:
         entry_a, entry_b = found_a.bundle.get(prefix), found_b.bundle.get(prefix)

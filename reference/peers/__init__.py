@@ -19,15 +19,17 @@ This package needs NumPy only. The object-level helpers that read live peer modu
 backends: `torch_impl.from_timm`/`from_torchvision`, `tf_impl.from_keras_application` (and back).
 """
 from . import keras_applications, official_cbam, official_eca, timm, torchvision
-from .base import FACT_FIELDS, PRESETS, TRANSFORMS, Discovery, Extra, Leaf, ModuleTable, PeerLayout
+from .base import (FACT_FIELDS, PRESETS, TRANSFORMS, Discovery, Extra, Family, KeyIndex, Leaf, ModuleTable, PeerLayout,
+                   preset_names)
 
 # Facts a live peer module's classes carry but its state_dict keys cannot (read by `torch_impl.from_timm` /
 # `from_torchvision`): timm's CecaModule is an EcaModule with circular padding; a timm SqueezeExcite or
-# torchvision SqueezeExcitation's (activation class, gate class) names the reference preset it computes
-# (None: the layout's default, plain ReLU -> sigmoid SE).
+# torchvision SqueezeExcitation's (activation class, gate class) names the reference preset it computes.
+# Every pair names one, plain ReLU -> sigmoid too ("paper"), so that a live module's own classes always
+# decide over the class default and over a network family inferred from the keys (`Family`).
 MODULE_CLASS_PRESETS: dict[str, str] = {"CecaModule": "circular"}
 SE_CLASS_PRESETS: dict[tuple[str, str], str | None] = {
-    ("ReLU", "Sigmoid"): None,
+    ("ReLU", "Sigmoid"): "paper",
     ("SiLU", "Sigmoid"): "efficientnet", ("Swish", "Sigmoid"): "efficientnet",
     ("ReLU", "Hardsigmoid"): "mobilenetv3", ("ReLU", "HardSigmoid"): "mobilenetv3",
 }
@@ -36,4 +38,4 @@ PEER_LAYOUTS: dict[str, PeerLayout] = {layout.name: layout for layout in (
     timm.LAYOUT, torchvision.LAYOUT, official_eca.LAYOUT, official_cbam.LAYOUT, keras_applications.LAYOUT)}
 
 __all__ = ["PEER_LAYOUTS", "MODULE_CLASS_PRESETS", "SE_CLASS_PRESETS", "PeerLayout", "Discovery", "ModuleTable", "Leaf",
-           "Extra", "TRANSFORMS", "PRESETS", "FACT_FIELDS"]
+           "Extra", "Family", "KeyIndex", "TRANSFORMS", "PRESETS", "FACT_FIELDS", "preset_names"]

@@ -15,6 +15,7 @@ weight shapes. A row whose class is configured differently by different models (
 """
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import re
 from dataclasses import dataclass, field
@@ -126,6 +127,8 @@ class ModuleTable:
     ``unsupported``: (regex on the relative key, why) for configurations no reference spec expresses.
     ``check``: extra validation of the shapes (relative peer key -> shape); returns a reason or None.
     ``channels_from_weights``: False for ECA, whose weight does not hold C (see `PeerLayout.discover`).
+    ``home``: a regex the module prefix matches (``re.fullmatch``) where the peer's own models put
+    the class; it tells layouts that read the same keys apart (`infer_layout`).
     """
 
     name: str
@@ -139,6 +142,7 @@ class ModuleTable:
     extras: tuple = ()
     unsupported: tuple = ()
     check: Callable[[dict], str | None] | None = None
+    home: str | None = None
 
     def key(self, prefix: str, leaf: str) -> str:
         return f"{prefix}{self.join}{leaf}" if prefix else leaf
@@ -149,9 +153,12 @@ class ModuleTable:
         tail = self.join + leaf
         return key[: -len(tail)] if key.endswith(tail) and len(key) > len(tail) else None
 
-    def in_scope(self, prefix: str, key: str) -> bool:
-        start = f"{prefix}{self.join}{self.scope}" if prefix else self.scope
-        return key.startswith(start)
+    def scope_start(self, prefix: str) -> str:
+        """The start every key of the module's namespace (``scope``) has."""
+        return f"{prefix}{self.join}{self.scope}" if prefix else self.scope
+
+    def at_home(self, prefix: str) -> bool:
+        return self.home is not None and re.fullmatch(self.home, prefix) is not None
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(peer key, canonical name, layout change) as Markdown cells, for documentation."""
@@ -198,7 +205,11 @@ class Discovery:
     - ``keys``: ``{prefix: [peer keys]}`` consumed by each bundle entry;
     - ``extras``: consumed peer keys without a canonical counterpart (``num_batches_tracked``);
     - ``notes``: ``{prefix: text}``: where the spec's facts and channel count came from;
-    - ``facts``: ``{prefix: {fact field: value}}`` the module was read with (export accepts them).
+    - ``facts``: ``{prefix: {fact field: value}}`` the module was read with (export accepts them);
+    - ``recognized``: ``{prefix: table name}`` of every module the tables recognized by its keys,
+      bundle entries and unresolved ones alike;
+    - ``inferred``: ``{prefix: Family}`` for the bundle entries whose facts came from the network
+      family the rest of the state dict identifies (`Family`), not from ``preset=`` or a default.
 
     ``layout.export(discovery)`` reproduces every consumed key bit for bit.
     """
@@ -212,6 +223,8 @@ class Discovery:
     extras: dict = field(default_factory=dict)
     notes: dict = field(default_factory=dict)
     facts: dict = field(default_factory=dict)
+    recognized: dict = field(default_factory=dict)
+    inferred: dict = field(default_factory=dict)
 
     def summary(self) -> str:
         lines = [f"{self.layout}: {len(self.bundle)} modules, {len(self.unresolved)} unresolved, "
@@ -225,39 +238,155 @@ class Unresolved(ValueError):
     pass
 
 
-def _channel_hint(state_keys: list, shapes: dict, first_key: str, prefix: str, join: str):
-    """C for an ECA at ``prefix`` from the nearest preceding key in its parent module.
+def _common_prefix_length(a: str, b: str) -> int:
+    """len(os.path.commonprefix([a, b])), by bisection over slices (a few C-level compares)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
-    The parent module is ``prefix`` without its last component. Scanning back from the ECA's key in
-    the state dict's order (torch ``state_dict()`` order is module registration order), the first
-    key inside the parent with a 1-D shape [C] (a BatchNorm's statistics or affine parameters, a
-    bias) or a 4-D shape [C, ...] (a convolution's weight or NFNet's gain) gives C. Returns
-    ``(C, key)`` or ``(None, None)``.
+
+def _holds_channels(shape: tuple) -> bool:
+    """A shape [C] (BatchNorm statistics or affine parameters, a bias) or [C, ...] 4-D (a conv weight)."""
+    return len(shape) in (1, 4) and shape[0] > 0
+
+
+class KeyIndex:
+    """A state dict's keys, indexed once so that discovery stays linear in their number.
+
+    ``order``: the keys in the state dict's order; ``position``: key -> its index there; ``shapes``:
+    key -> shape. `starting_with` finds the keys with a given start by bisection of the sorted
+    keys; `channel_hint` answers from one pass over the keys, made the first time it is asked.
     """
-    if not prefix:
-        return None, None
-    parent = prefix.rsplit(join, 1)[0] if join in prefix else ""
-    start = parent + join if parent else ""
-    i = state_keys.index(first_key)
-    for key in reversed(state_keys[:i]):
-        if not key.startswith(start):
-            break
-        shape = shapes[key]
-        if len(shape) in (1, 4) and shape[0] > 0:
-            return int(shape[0]), key
-    return None, None
+
+    def __init__(self, order: list, shapes: dict):
+        self.order = order
+        self.shapes = shapes
+        self.position = {k: i for i, k in enumerate(order)}
+        self._sorted = sorted(order)
+        self._hints: list | None = None
+
+    def in_order(self, keys: Iterable[str]) -> list[str]:
+        return sorted(keys, key=self.position.__getitem__)
+
+    def starting_with(self, start: str) -> list[str]:
+        """Every key that starts with ``start``, in the state dict's order."""
+        i = bisect.bisect_left(self._sorted, start)
+        out = []
+        while i < len(self._sorted) and self._sorted[i].startswith(start):
+            out.append(self._sorted[i])
+            i += 1
+        return self.in_order(out)
+
+    def any_starting_with(self, start: str) -> bool:
+        i = bisect.bisect_left(self._sorted, start)
+        return i < len(self._sorted) and self._sorted[i].startswith(start)
+
+    def channel_hint(self, key: str, prefix: str, join: str):
+        """C for an ECA at ``prefix`` (``key`` its first key) from the nearest preceding key in its parent module.
+
+        The parent module is ``prefix`` without its last component. Scanning back from ``key`` in
+        the state dict's order (torch ``state_dict()`` order is module registration order), the
+        first key with a shape [C] or [C, ...] (4-D: a convolution's weight or NFNet's gain) gives C,
+        provided that it and every key after it up to ``key`` lie inside the parent. Returns
+        ``(C, that key)`` or ``(None, None)``.
+        """
+        if not prefix:
+            return None, None
+        parent = prefix.rsplit(join, 1)[0] if join in prefix else ""
+        start = parent + join if parent else ""
+        if self._hints is None:
+            self._hints = self._hint_table()
+        j, common = self._hints[self.position[key]]
+        # `key` starts with `start`, so the keys from j on all do iff each shares len(start) chars with the next
+        if j < 0 or common < len(start):
+            return None, None
+        hint = self.order[j]
+        return int(self.shapes[hint][0]), hint
+
+    def _hint_table(self) -> list[tuple[int, int]]:
+        """Per key: (index of the nearest preceding key that `_holds_channels`, or -1; the shortest
+        common prefix of two neighbouring keys from that one up to this one)."""
+        table, last, common = [], -1, 0
+        for i, key in enumerate(self.order):
+            if i:
+                previous = self.order[i - 1]
+                shared = _common_prefix_length(previous, key)
+                if _holds_channels(self.shapes[previous]):
+                    last, common = i - 1, shared
+                else:
+                    common = min(common, shared)
+            table.append((last, common))
+        return table
+
+
+@dataclass(frozen=True)
+class Family:
+    """A peer network family that the rest of a state dict identifies, and the preset its modules compute.
+
+    Some classes are configured differently by different models (timm's ``SqueezeExcite``,
+    torchvision's ``SqueezeExcitation``), but the same way throughout one family of networks. The
+    family is recognized when every module of class ``table`` sits at a prefix matching ``modules``
+    (``re.fullmatch``), the state dict has every key in ``has`` and none starting with an entry of
+    ``lacks``, and ``check`` (the `KeyIndex`, the module prefixes) holds. ``evidence`` says so in words.
+    """
+
+    name: str
+    table: str
+    preset: str
+    source: str
+    evidence: str
+    modules: str
+    has: tuple = ()
+    lacks: tuple = ()
+    check: Callable[[KeyIndex, list], bool] | None = None
+
+    def matches(self, keys: KeyIndex, prefixes: list) -> bool:
+        return (bool(prefixes) and all(re.fullmatch(self.modules, p) for p in prefixes)
+                and all(k in keys.position for k in self.has)
+                and not any(keys.any_starting_with(k) for k in self.lacks)
+                and (self.check is None or self.check(keys, prefixes)))
+
+
+def _either(words) -> str:
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def preset_names() -> list[str]:
+    """Every preset name of every kind (what ``preset=`` and ``--preset`` accept)."""
+    return sorted({name for kind in PRESETS.values() for name in kind})
+
+
+def _check_preset_names(preset) -> None:
+    """Refuse a preset name that no kind has: a typo would otherwise leave every module at its default."""
+    given = preset.values() if isinstance(preset, Mapping) else [preset]
+    for name in given:
+        if isinstance(name, str) and name not in preset_names():
+            raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
 
 
 class PeerLayout:
-    """A peer's key tables and the two directions: `discover` (peer -> bundle), `export` (bundle -> peer)."""
+    """A peer's key tables and the two directions: `discover` (peer -> bundle), `export` (bundle -> peer).
 
-    def __init__(self, name: str, tables: Iterable[ModuleTable], doc: str = ""):
+    ``families``: the `Family` rows whose modules' preset the rest of a state dict fixes.
+    """
+
+    def __init__(self, name: str, tables: Iterable[ModuleTable], doc: str = "", families: Iterable[Family] = ()):
         self.name = name
         self.tables = tuple(tables)
         self.doc = doc
+        self.families = tuple(families)
         names = [t.name for t in self.tables]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate table names in {name}: {names}")
+        for family in self.families:
+            if family.preset not in PRESETS[self.table(family.table).kind]:
+                raise ValueError(f"family {family.name}: {family.preset!r} is not a {family.table} preset")
 
     def __repr__(self):
         return f"PeerLayout({self.name!r}, tables={[t.name for t in self.tables]})"
@@ -273,9 +402,15 @@ class PeerLayout:
         lines = ["| peer class | peer key (after the prefix) | canonical | layout change | facts (preset) |",
                  "|---|---|---|---|---|"]
         for t in self.tables:
-            presets = ", ".join(t.presets) + ("" if t.default_preset else " (pass preset=)")
+            inferred = any(f.table == t.name for f in self.families)
+            presets = ", ".join(t.presets) + {(False, False): " (`--preset`)", (False, True): " (`--preset`, or inferred)",
+                                              (True, True): " (or inferred)"}.get((t.default_preset, inferred), "")
             for peer, canonical, doc in t.rows():
                 lines.append(f"| {t.name} | {peer} | {canonical} | {doc} | {presets} |")
+        if self.families:
+            lines += ["", "Inferred where the other keys identify the network (without `--preset`):", "",
+                      "| network | class | preset | identified by |", "|---|---|---|---|"]
+            lines += [f"| {f.name} (`{f.source}`) | {f.table} | {f.preset} | {f.evidence} |" for f in self.families]
         return "\n".join(lines)
 
     # --- peer -> bundle ---
@@ -285,63 +420,117 @@ class PeerLayout:
 
         ``preset``: facts for classes whose facts the keys do not fix: a preset name (applies to
         every module whose kind has that preset), or ``{prefix: preset name or {fact field: value}}``.
+        Where it names none for a module, a `Family` the rest of the state dict identifies gives
+        the preset (``Discovery.inferred``), else the class's default. An unknown preset name, or a
+        prefix's preset of another kind, raises ValueError.
         ``channels``: C for ECA modules, whose weight [1, 1, k] does not hold it: an int (every ECA)
         or ``{prefix: C}``. Without it C comes from the nearest preceding key of the ECA's parent
-        module (`_channel_hint`); with neither, the module is reported unresolved -- C is never guessed.
+        module (`KeyIndex.channel_hint`); with neither, the module is reported unresolved -- C is never guessed.
         A prefix in the ``preset`` or ``channels`` mapping that names no module raises ValueError.
         ``prefixes``: only discover modules at these prefixes (a peer MLP made of two biased 1x1
         convs has exactly an SE's keys; this is how to exclude one).
+
+        Linear in the number of keys (`KeyIndex`).
         """
+        _check_preset_names(preset)
         arrays = {k: np.asarray(v) for k, v in state.items()}
-        order = list(arrays)
-        shapes = {k: tuple(v.shape) for k, v in arrays.items()}
+        keys = KeyIndex(list(arrays), {k: tuple(v.shape) for k, v in arrays.items()})
         only = None if prefixes is None else set(prefixes)
         found = Discovery(self.name)
+        families = self._families(keys)
         claimed: set[str] = set()
         for table in self.tables:
-            anchor = table.leaves[0]
-            for key in order:
-                if key in claimed:
-                    continue
-                prefix = table.prefix_of(key, anchor.peer)
-                if prefix is None or (only is not None and prefix not in only):
-                    continue
-                if anchor.ndim is not None and len(shapes[key]) != anchor.ndim:
-                    continue
-                if not TRANSFORMS[anchor.transform].accepts(shapes[key]):
-                    continue
-                present = {leaf.peer: table.key(prefix, leaf.peer) for leaf in (*table.leaves, *table.extras)
-                           if table.key(prefix, leaf.peer) in arrays
-                           and table.key(prefix, leaf.peer) not in claimed}
-                if any(not leaf.optional and leaf.peer not in present for leaf in table.leaves):
+            for prefix in self._anchored(table, keys, claimed, only):
+                present = self._present(table, prefix, arrays, claimed)
+                if present is None:
                     continue  # not this class: a required key is missing
                 mine = set(present.values())
-                strays = [k for k in order if k not in claimed and k not in mine and table.in_scope(prefix, k)]
+                strays = [k for k in keys.starting_with(table.scope_start(prefix)) if k not in claimed and k not in mine]
                 claimed |= mine | set(strays)
+                found.recognized[prefix] = table.name
                 try:
-                    spec, params, note = self._read(table, prefix, present, strays, arrays, order, shapes,
-                                                    preset, channels)
+                    spec, params, note, family = self._read(table, prefix, present, strays, arrays, keys, preset,
+                                                            channels, families)
                 except Unresolved as exc:
                     found.unresolved[prefix] = f"{table.name}: {exc}"
                     continue
                 found.bundle[prefix] = (spec, params)
                 found.modules[prefix] = table.name
-                found.keys[prefix] = [k for k in order if k in mine]
+                found.keys[prefix] = keys.in_order(mine)
                 found.extras.update({present[e.peer]: arrays[present[e.peer]].copy()
                                      for e in table.extras if e.peer in present})
                 found.notes[prefix] = note
                 found.facts[prefix] = spec_facts(spec)
-        seen = set(found.bundle) | set(found.unresolved)
+                if family is not None:
+                    found.inferred[prefix] = family
         for name, given in (("preset", preset), ("channels", channels)):
-            unknown = sorted(set(given) - seen) if isinstance(given, Mapping) else []
+            unknown = sorted(set(given) - set(found.recognized)) if isinstance(given, Mapping) else []
             if unknown:
                 raise ValueError(f"{name}= names prefixes where {self.name} has no attention module: {unknown}")
-        consumed = {k for keys in found.keys.values() for k in keys}
-        found.unrecognized = [k for k in order if k not in consumed]
-        found.bundle = {p: found.bundle[p] for p in sorted(found.bundle, key=lambda p: order.index(found.keys[p][0]))}
+        consumed = {k for ks in found.keys.values() for k in ks}
+        found.unrecognized = [k for k in keys.order if k not in consumed]
+        found.bundle = {p: found.bundle[p] for p in sorted(found.bundle, key=lambda p: keys.position[found.keys[p][0]])}
         return found
 
-    def _read(self, table, prefix, present, strays, arrays, order, shapes, preset, channels):
+    @staticmethod
+    def _anchored(table: ModuleTable, keys: KeyIndex, claimed: set, only: set | None):
+        """The prefixes of the unclaimed keys that end in the table's anchor leaf with its rank and shape."""
+        anchor = table.leaves[0]
+        for key in keys.order:
+            if key in claimed:
+                continue
+            prefix = table.prefix_of(key, anchor.peer)
+            if prefix is None or (only is not None and prefix not in only):
+                continue
+            shape = keys.shapes[key]
+            if (anchor.ndim is None or len(shape) == anchor.ndim) and TRANSFORMS[anchor.transform].accepts(shape):
+                yield prefix
+
+    @staticmethod
+    def _present(table: ModuleTable, prefix: str, arrays: Mapping, claimed: set) -> dict | None:
+        """``{relative peer key: key}`` of the table's unclaimed keys at ``prefix``; None if a required one is missing."""
+        present = {}
+        for leaf in (*table.leaves, *table.extras):
+            key = table.key(prefix, leaf.peer)
+            if key in arrays and key not in claimed:
+                present[leaf.peer] = key
+        if any(not leaf.optional and leaf.peer not in present for leaf in table.leaves):
+            return None
+        return present
+
+    def _families(self, keys: KeyIndex) -> dict:
+        """``{prefix: Family}`` for the modules of every family that the state dict identifies."""
+        out = {}
+        for family in self.families:
+            table = self.table(family.table)
+            prefixes = list(self._anchored(table, keys, set(), None))
+            if family.matches(keys, prefixes):
+                out.update({p: family for p in prefixes if p not in out})
+        return out
+
+    @staticmethod
+    def _preset_for(table: ModuleTable, prefix: str, preset, families: dict):
+        """``(preset, Family or None)`` for the module at ``prefix``: the caller's, else its family's, else the
+        class's default."""
+        if isinstance(preset, Mapping) and prefix in preset:
+            chosen = preset[prefix]
+            if isinstance(chosen, str) and chosen not in PRESETS[table.kind]:
+                raise ValueError(f"preset {chosen!r} for {prefix!r}: the module there is a {table.name} ({table.kind}); "
+                                 f"choose one of {', '.join(sorted(PRESETS[table.kind]))}")
+            return chosen, None
+        if isinstance(preset, str) and preset in PRESETS[table.kind]:
+            return preset, None  # a bare name of another kind leaves this module to its family or default
+        family = families.get(prefix)
+        if family is not None and family.table == table.name:
+            return family.preset, family
+        if not table.default_preset:
+            flags = _either([f"--preset {p}" for p in table.presets])
+            raise Unresolved(f"its activation and gate depend on the model ({_either(table.presets)}) and the "
+                             f"other keys do not identify it: pass {flags} (--preset PREFIX=NAME for one module; "
+                             "preset= in Python)")
+        return table.presets[0], None
+
+    def _read(self, table, prefix, present, strays, arrays, keys: KeyIndex, preset, channels, families):
         for pattern, why in table.unsupported:  # in the table's order: the most telling reason first
             for key in strays:
                 if re.fullmatch(pattern, key[len(table.key(prefix, "")):] if prefix else key):
@@ -354,21 +543,14 @@ class PeerLayout:
                 continue
             key = present[leaf.peer]
             t = TRANSFORMS[leaf.transform]
-            if not t.accepts(shapes[key]) or (leaf.ndim is not None and len(shapes[key]) != leaf.ndim):
-                raise Unresolved(f"{key} has shape {shapes[key]}, not {t.doc.split(' ->')[0]}")
+            if not t.accepts(keys.shapes[key]) or (leaf.ndim is not None and len(keys.shapes[key]) != leaf.ndim):
+                raise Unresolved(f"{key} has shape {keys.shapes[key]}, not {t.doc.split(' ->')[0]}")
             params[leaf.canonical] = np.array(t.to_canonical(arrays[key]), copy=True, order="C")
         if table.check is not None:
-            why = table.check({leaf: shapes[k] for leaf, k in present.items()})
+            why = table.check({leaf: keys.shapes[k] for leaf, k in present.items()})
             if why:
                 raise Unresolved(why)
-        chosen = preset.get(prefix) if isinstance(preset, Mapping) else preset
-        if isinstance(chosen, str) and chosen not in PRESETS[table.kind]:
-            chosen = None  # a preset name of another kind: this module keeps its class's default
-        if chosen is None:
-            if not table.default_preset:
-                raise Unresolved(f"its activation and gate depend on the model ({' or '.join(table.presets)}); "
-                                 "pass preset=")
-            chosen = table.presets[0]
+        chosen, family = self._preset_for(table, prefix, preset, families)
         try:
             fact = facts(table.kind, chosen)
         except ValueError as exc:
@@ -380,13 +562,13 @@ class PeerLayout:
             if given is not None:
                 c, where = int(given), "C given by the caller"
             else:
-                mine = set(present.values())
-                first = next(k for k in order if k in mine)
-                c, source = _channel_hint(order, shapes, first, prefix, table.join)
+                first = min(present.values(), key=keys.position.__getitem__)
+                c, source = keys.channel_hint(first, prefix, table.join)
                 where = f"C from {source}" if c is not None else ""
             if c is None:
                 raise Unresolved("the ECA weight [1, 1, k] does not hold the channel count, no preceding key in "
-                                 "its parent module shows it; pass channels=")
+                                 "its parent module shows it; pass --channels C or --channels PREFIX=C "
+                                 "(channels= in Python)")
         try:
             spec = infer_spec(table.kind, params, fact, c)
             full = _preset_spec(table.kind, chosen, spec.channels)
@@ -398,7 +580,9 @@ class PeerLayout:
         fact_text = ", ".join(f"{k}={v!r}" for k, v in fact.items())
         note = f"{table.name}; facts from preset {chosen!r} ({fact_text})" if isinstance(chosen, str) else \
             f"{table.name}; facts given ({fact_text})"
-        return spec, params, note + (f"; {where}" if where else "")
+        if family is not None:
+            note += f", inferred: the other keys are a {family.name}'s"
+        return spec, params, note + (f"; {where}" if where else ""), family
 
     # --- bundle -> peer ---
     def export(self, bundle, *, extras: Mapping[str, np.ndarray] | None = None,

@@ -23,17 +23,18 @@ import numpy as np
 from .base import ModuleTable, PeerLayout, mlp_leaves
 
 
-def _se(name, source, reduce, expand, preset, scope):
+def _se(name, source, reduce, expand, preset, scope, home):
     return ModuleTable(
         name, "se", source, join="_", scope=scope,
         leaves=mlp_leaves(reduce, expand, "keras_conv1x1", sep="/", weight="kernel"),
-        presets=(preset,),
+        presets=(preset,), home=home,
     )
 
 
 EFFICIENTNET_SE = _se("EfficientNet SE", "keras/src/applications/efficientnet.py block()",
-                      "se_reduce", "se_expand", "efficientnet", "se_")
+                      "se_reduce", "se_expand", "efficientnet", "se_", r"(.+/)?block\d+[a-z]")
 MOBILENETV3_SE = _se("MobileNetV3 SE", "keras/src/applications/mobilenet_v3.py _se_block()",
-                     "squeeze_excite_conv", "squeeze_excite_conv_1", "mobilenetv3", "squeeze_excite_")
+                     "squeeze_excite_conv", "squeeze_excite_conv_1", "mobilenetv3", "squeeze_excite_",
+                     r"(.+/)?expanded_conv(_\d+)?")
 
 LAYOUT = PeerLayout("keras-applications", (EFFICIENTNET_SE, MOBILENETV3_SE), doc=__doc__)

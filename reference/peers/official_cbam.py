@@ -13,6 +13,7 @@ from __future__ import annotations
 from .base import (Extra, Leaf, ModuleTable, PeerLayout, batchnorm_leaves, mlp_leaves, num_batches_tracked,
                    spatial_conv_check)
 
+HOME = r"layer\d+\.\d+\.cbam"  # MODELS/model_resnet.py
 _CHANNEL = mlp_leaves("ChannelGate.mlp.1", "ChannelGate.mlp.3", transform="as_is", ndim=2)  # nn.Linear
 
 CBAM = ModuleTable(
@@ -22,6 +23,7 @@ CBAM = ModuleTable(
     extras=(Extra("SpatialGate.spatial.bn.num_batches_tracked", num_batches_tracked),),
     presets=("official",),
     check=spatial_conv_check("SpatialGate.spatial.conv.weight"),
+    home=HOME,
 )
 
 
@@ -32,7 +34,7 @@ def _channel_only(shapes: dict) -> str:
 # Read after CBAM: a ChannelGate left over is a no_spatial CBAM, reported instead of passed over.
 CHANNEL_ONLY = ModuleTable(
     "CBAM(no_spatial=True)", "cbam", "Jongchan/attention-module MODELS/cbam.py",
-    leaves=_CHANNEL, presets=(), check=_channel_only,
+    leaves=_CHANNEL, presets=(), check=_channel_only, home=HOME,
 )
 
 LAYOUT = PeerLayout("official-cbam", (CBAM, CHANNEL_ONLY), doc=__doc__)

@@ -22,6 +22,7 @@ ECA = ModuleTable(
     leaves=(Leaf("conv.weight", "conv.weight", ndim=3),),
     presets=("paper",),
     check=eca_conv_check("conv.weight"),
+    home=r"layer\d+\.\d+\.eca|features\.\d+\.conv\.\d+",  # eca_resnet.py, eca_mobilenetv2.py
 )
 
 LAYOUT = PeerLayout("official-eca", (ECA,), doc=__doc__)
