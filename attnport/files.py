@@ -44,7 +44,9 @@ def read_weights(path, keras_model: str | None = None) -> tuple[dict[str, np.nda
     if keras_model is not None:
         if not name.endswith(".weights.h5"):
             raise BadInput(f"{path}: --keras-model reads Keras .weights.h5 files")
-        return _read_keras_application(path, keras_model), {"layout": "keras-applications"}
+        tensors = _read_keras_application(path, keras_model)
+        warn_non_finite(path, tensors)
+        return tensors, {"layout": "keras-applications"}
     if name.endswith(".safetensors"):
         try:
             return read_tensors(path)
