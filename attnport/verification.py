@@ -116,8 +116,8 @@ class Diagnosis:
 
 @dataclass
 class Unmapped:
-    """A native variable no canonical parameter maps to; ``changes_output`` is None when it is not a
-    floating-point array and so was not perturbed."""
+    """A native variable no canonical parameter maps to; ``changes_output`` is None when it was not
+    perturbed (not a floating-point array that can be read back and set)."""
 
     name: str
     shape: tuple
@@ -126,7 +126,7 @@ class Unmapped:
     @property
     def verdict(self) -> str:
         return {True: "changes the output", False: "does not change the output",
-                None: "not floating point, not perturbed"}[self.changes_output]
+                None: "not checked (not a floating-point array verify can set and restore)"}[self.changes_output]
 
     def line(self) -> str:
         return f"`{self.name}` {list(self.shape)}: {self.verdict}"
@@ -292,8 +292,9 @@ def _user_code(what: str):
         raise BadCandidate(f"{what} called sys.exit({e.code!r})") from None
 
 
-def _numeric(y, what: str) -> np.ndarray:
-    """``y`` as a NumPy array of real numbers; `BadCandidate` naming what it is otherwise."""
+def _numeric(y, what: str, returned=None) -> np.ndarray:
+    """``y`` as a NumPy array of real numbers; `BadCandidate` naming what it is otherwise (``returned``: the
+    framework object ``y`` was converted from)."""
     try:
         arr = np.asarray(y)
     except Exception:  # noqa: BLE001 - ragged lists, tensors NumPy cannot read: not an array
@@ -301,7 +302,8 @@ def _numeric(y, what: str) -> np.ndarray:
     if arr is None or (not isinstance(y, np.ndarray) and arr.dtype.kind in "OUS"):
         raise BadCandidate(f"{what} returned {_describe(y)}, not a numeric array")
     if arr.dtype.kind not in "fiu" and not reference.is_float_dtype(arr.dtype):
-        raise BadCandidate(f"{what} returned an array of dtype {arr.dtype}, not a numeric array")
+        got = "an array" if returned is None else _describe(returned)
+        raise BadCandidate(f"{what} returned {got} of dtype {arr.dtype}, not a numeric array")
     return arr
 
 
@@ -331,7 +333,10 @@ class _Runner:
             row = backends.BY_LAYOUT[framework]
             self.adapter = importlib.import_module(row.package).ADAPTER
             with _user_code("the candidate"):
-                self.c = self.adapter.working_copy(candidate)
+                try:
+                    self.c = self.adapter.working_copy(candidate)
+                except Exception as e:  # noqa: BLE001 - the user's module cannot be deep-copied
+                    raise BadCandidate(f"the candidate cannot be copied: {type(e).__name__}: {e}") from None
                 self.dtype = self.adapter.compute_dtype(self.c)
                 self.layers, notes = self.adapter.formats(self.c, spec)
             self.notes += notes
@@ -397,7 +402,7 @@ class _Runner:
                     y = a.to_numpy(t)
                 except Exception:  # noqa: BLE001 - not one of the framework's tensors
                     raise BadCandidate(f"the candidate returned {_describe(t)}, not a tensor") from None
-            y = _numeric(y, "the candidate")
+            y = _numeric(y, "the candidate", returned=t)
         if not _same(mine, x):
             self.wrote.add("input")
         return y
@@ -816,10 +821,15 @@ def _check_unmapped(runner, spec, p64, runs, seed, report) -> list:
                 report.unmapped.append(Unmapped(name, tuple(shape), None))
                 continue
             new = rng.uniform(0.5, 1.5, old.shape).astype(old.dtype)
-            with runner.adapter.scope(runner.np_dtype):
-                put(new)
             try:
+                with runner.adapter.scope(runner.np_dtype):
+                    put(new)
                 perturbed = _battery_runs(runner, spec, seed, [df])
+            except BadCandidate:
+                raise
+            except Exception:  # noqa: BLE001 - the variable does not take a new value: not checked
+                report.unmapped.append(Unmapped(name, tuple(shape), None))
+                continue
             finally:
                 with runner.adapter.scope(runner.np_dtype):
                     put(old)

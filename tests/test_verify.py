@@ -404,3 +404,28 @@ def test_readme_states_the_memory_bound():
     for spec, text in ((SE(2048), "`SE(2048)`:\n  about {:.0f} MiB"), (SE(300000), "would need about {:,.0f} GiB")):
         unit = 2 ** 20 if "MiB" in text else 2 ** 30
         assert text.format(verification.estimated_bytes(spec) / unit) in README
+
+
+def test_unmapped_variables_that_are_not_floating_point_are_listed_unchecked():
+    get_bridge("jax")
+    from flax import nnx
+
+    from gallery.nnx_ports import UnusedVariableSE
+    module = UnusedVariableSE(16, SE(16).reduced_channels, nnx.Rngs(0))
+    module.drop = nnx.Dropout(0.5, rngs=nnx.Rngs(1))  # never called: its RNG key and count stay unread
+    r = verify(module, SE(16))
+    assert r.passed, r.to_markdown()
+    unchecked = {u.name for u in r.unmapped if u.changes_output is None}
+    assert unchecked and all(n.startswith("drop.") for n in unchecked)
+    assert {u.name: u.changes_output for u in r.unmapped}["ema"] is False
+    assert "not checked (not a floating-point array verify can set and restore)" in r.to_markdown()
+
+
+def test_a_torch_module_that_cannot_be_copied_is_refused():
+    import threading
+
+    spec = SE(16)
+    module = _torch_ports().GateSE(16, spec.reduced_channels)
+    module.lock = threading.Lock()
+    with pytest.raises(BadCandidate, match="the candidate cannot be copied: TypeError: cannot pickle"):
+        verify(module, spec)
