@@ -128,52 +128,78 @@ def _check_markdown(rows, dtypes) -> str:
     return "\n".join(lines)
 
 
-def _diff(args) -> int:
+def _console():
+    """stdout's console for the tables: the terminal's width, else $COLUMNS, else 160 columns."""
+    import os
+
     from rich.console import Console
+
+    return Console() if sys.stdout.isatty() or os.environ.get("COLUMNS") else Console(width=160)
+
+
+def _say(lines) -> None:
+    """What was inferred from the keys, on stderr (stdout carries the result alone)."""
+    for line in lines:
+        print(f"attnport: {line}", file=sys.stderr)
+
+
+def _titled(title: str, **kw):
+    """A rich Table at least as wide as its title, so that the title never wraps (a narrow table would wrap it)."""
     from rich.table import Table
 
+    return Table(title=title, min_width=len(title) + 4, **kw)
+
+
+def _diff_table(result):
+    """The module x tensor table of `attnport diff` (README, "Comparing checkpoints")."""
+    from rich.markup import escape
+
+    table = _titled("attnport diff: B against A, module by module")
+    for col in ("module", "tensor", "status", "shape A", "shape B", "dtype A", "dtype B", "max abs diff",
+                "max rel diff", "bit-exact"):
+        table.add_column(col, overflow="fold")
+    style = {"ok": "[green]ok[/]", "differs": "[red]differs[/]", "shape mismatch": "[red]shape mismatch[/]",
+             "missing": "[red]missing in B[/]", "unexpected": "[red]unexpected in B[/]"}
+
+    def num(x):
+        return "-" if x is None else f"{x:.2e}"
+
+    for m in result.modules:
+        where = escape(m.prefix or "(single module)")
+        if not m.spec_match:
+            table.add_row(where, "(spec)", "[red]spec mismatch[/]", escape(m.spec_a), escape(m.spec_b), "", "", "", "",
+                          "no")
+        for t in m.tensors:
+            dtype_b = f"[red]{t.dtype_b}[/]" if t.dtype_differs else (t.dtype_b or "-")
+            table.add_row(where, escape(t.name), style[t.status], str(tuple(t.shape_a)) if t.shape_a else "-",
+                          str(tuple(t.shape_b)) if t.shape_b else "-", t.dtype_a or "-", dtype_b,
+                          num(t.max_abs), num(t.max_rel), "yes" if t.bit_exact else "no")
+    return table
+
+
+def _diff(args) -> int:
     from .diff import diff
 
     result = diff(args.a, args.b, layout_a=args.from_a, layout_b=args.from_b, atol=args.atol, rtol=args.rtol,
                   preset=_presets(args.preset), channels=_channels(args.channels))
-    verdict = ("bit-exact" if result.bit_exact else
-               f"equal within atol={result.atol:g}, rtol={result.rtol:g}" if result.equal else "different")
+    _say(result.inferred)
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
-    else:
-        console = Console() if sys.stdout.isatty() else Console(width=200)
-        table = Table(title=f"attnport diff: A = {result.a} ({result.layout_a}), B = {result.b} ({result.layout_b})")
-        for col in ("module", "tensor", "status", "shape A", "shape B", "dtype A", "dtype B", "max abs diff",
-                    "max rel diff", "bit-exact"):
-            table.add_column(col, overflow="fold")
-        style = {"ok": "[green]ok[/]", "differs": "[red]differs[/]", "shape mismatch": "[red]shape mismatch[/]",
-                 "missing": "[red]missing in B[/]", "unexpected": "[red]unexpected in B[/]"}
-
-        def num(x):
-            return "-" if x is None else f"{x:.2e}"
-
-        for m in result.modules:
-            where = m.prefix or "(single module)"
-            if not m.spec_match:
-                table.add_row(where, "(spec)", "[red]spec mismatch[/]", m.spec_a, m.spec_b, "", "", "", "", "no")
-            for t in m.tensors:
-                dtype_b = f"[red]{t.dtype_b}[/]" if t.dtype_differs else (t.dtype_b or "-")
-                table.add_row(where, t.name, style[t.status], str(tuple(t.shape_a)) if t.shape_a else "-",
-                              str(tuple(t.shape_b)) if t.shape_b else "-", t.dtype_a or "-", dtype_b,
-                              num(t.max_abs), num(t.max_rel), "yes" if t.bit_exact else "no")
-        console.print(table)
-        for side, file, keys, unresolved in (("A", result.a, result.unrecognized_a, result.unresolved_a),
-                                             ("B", result.b, result.unrecognized_b, result.unresolved_b)):
-            for prefix, why in unresolved.items():
-                console.print(f"[yellow]not compared[/] {side} {prefix or '(single module)'}: {why}")
-            if keys:
-                console.print(f"{side}: {len(keys)} keys are not attention weights and were not compared "
-                              f"(see `attnport inspect {file}`)")
-        for line in result.problems():
-            print(line)
-        print(f"{verdict}: {len(result.modules)} modules, {len(result.tensors())} tensors")
-    if args.json:
-        print(verdict, file=sys.stderr)
+        print(result.verdict(), file=sys.stderr)
+        return 0 if result.equal else 1
+    console = _console()
+    for side, file, layout in (("A", result.a, result.layout_a), ("B", result.b, result.layout_b)):
+        console.print(f"{side}: {file} ({layout} layout)", markup=False, highlight=False, soft_wrap=True)
+    console.print(_diff_table(result))
+    for side, file, keys in (("A", result.a, result.unrecognized_a), ("B", result.b, result.unrecognized_b)):
+        if keys:
+            console.print(f"{side}: {len(keys)} keys are not attention weights and were not compared "
+                          f"(see `attnport inspect {file}`)", markup=False, highlight=False, soft_wrap=True)
+    for line in result.problems():
+        print(line)
+    for line in result.warnings():
+        print(f"warning: {line}")
+    print(f"{result.verdict()}: {len(result.modules)} modules, {len(result.tensors())} tensors")
     return 0 if result.equal else 1
 
 
@@ -186,52 +212,66 @@ def _user_errors():
             IsADirectoryError, PermissionError, checkpoint.WriteError, checkpoint.Interrupted)
 
 
-def _inspect(args) -> int:
-    from rich.console import Console
-    from rich.table import Table
+def _inspect_tables(found):
+    """`attnport inspect`'s tables: the modules, and the keys that are not attention weights (or None)."""
+    from rich.markup import escape
 
+    table = _titled(f"attention modules ({found.layout} layout)")
+    for col in ("prefix", "kind", "inferred spec", "parameters"):
+        table.add_column(col)
+    for prefix, (spec, _) in found.bundle.items():
+        table.add_row(escape(prefix or "(single module)"), spec.kind, escape(repr(spec)), f"{spec.num_params():,}")
+    if not found.unrecognized:
+        return table, None
+    rest = _titled(f"{len(found.unrecognized)} keys not recognized as attention weights")
+    for col in ("key", "shape", "dtype"):
+        rest.add_column(col, overflow="fold")
+    for key, value in found.unrecognized.items():
+        rest.add_row(escape(key), str(tuple(value.shape)), value.dtype.name)
+    return table, rest
+
+
+def _inspect(args) -> int:
     from .convert import discover
 
     found = discover(args.file, args.layout, preset=_presets(args.preset), channels=_channels(args.channels),
                      keras_model=args.keras_model)
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    _say(found.inferences(args.file))
     if args.json:
-        print(json.dumps({"layout": found.layout,
+        print(json.dumps({"layout": found.layout, "layout_inferred": found.layout_inferred,
+                          "presets_inferred": [{"family": f.name, "preset": f.preset, "prefixes": prefixes}
+                                               for f, prefixes in found.families.items()],
                           "modules": [{"prefix": p, "kind": spec.kind, "spec": repr(spec),
                                        "parameters": spec.num_params()} for p, (spec, _) in found.bundle.items()],
                           "unresolved": found.unresolved,
                           "unrecognized": {k: list(v.shape) for k, v in found.unrecognized.items()}}, indent=1))
         return 0
-    table = Table(title=f"{args.file}: {len(found.bundle)} attention modules ({found.layout} layout)")
-    for col in ("prefix", "kind", "inferred spec", "parameters"):
-        table.add_column(col)
-    for prefix, (spec, _) in found.bundle.items():
-        table.add_row(prefix or "(single module)", spec.kind, repr(spec), f"{spec.num_params():,}")
+    console = _console()
+    console.print(f"{args.file}: {len(found.bundle)} attention modules, {found.layout} layout", markup=False,
+                  highlight=False, soft_wrap=True)
+    table, rest = _inspect_tables(found)
     console.print(table)
     for prefix, why in found.unresolved.items():
-        console.print(f"[yellow]not converted[/] {prefix or '(single module)'}: {why}")
-    if found.unrecognized:
-        rest = Table(title=f"{len(found.unrecognized)} keys not recognized as attention weights")
-        rest.add_column("key")
-        rest.add_column("shape")
-        rest.add_column("dtype")
-        for key, value in found.unrecognized.items():
-            rest.add_row(key, str(tuple(value.shape)), value.dtype.name)
+        console.print(f"not converted {prefix or '(single module)'}: {why}", markup=False, highlight=False,
+                      style="yellow")
+    if rest is not None:
         console.print(rest)
     return 0
 
 
 def _convert(args) -> int:
+    from rich.console import Console
     from rich.progress import Progress
 
     from .convert import convert, discover
 
     options = dict(preset=_presets(args.preset), channels=_channels(args.channels), keras_model=args.keras_model)
-    total = len(discover(args.src, args.layout_from, **options).bundle)
-    with Progress(transient=True, disable=total <= 4) as progress:
-        task = progress.add_task("converting", total=total)
-        summary, found, passed = convert(args.src, args.dst, args.to, layout=args.layout_from,
-                                         keep_rest=args.keep_rest, force=args.force,
+    found = discover(args.src, args.layout_from, **options)
+    _say(found.inferences(args.src))
+    with Progress(console=Console(stderr=True), transient=True, disable=len(found.bundle) <= 4) as progress:
+        task = progress.add_task("converting", total=len(found.bundle))
+        summary, found, passed = convert(args.src, args.dst, args.to, layout=found.layout,
+                                         keep_rest=args.keep_rest, force=args.force, found=found,
                                          progress=lambda n: progress.advance(task, n), **options)
     for prefix, why in found.unresolved.items():
         print(f"not converted: {prefix}: {why}", file=sys.stderr)
@@ -243,38 +283,88 @@ def _convert(args) -> int:
     return 0
 
 
-def _pairs(values, convert):
-    """``["7", "a.b=efficientnet"]`` -> a single value, or ``{prefix: value}``."""
+def _pairs(values, convert, flag: str):
+    """``["7"]`` -> one value for every module; ``["a.b=7", "c=8"]`` -> ``{prefix: value}``; None for none.
+
+    Each value goes through ``convert``. A bare value together with pairs, two bare values, or one
+    prefix twice is `BadInput` naming ``flag``.
+    """
+    from .files import BadInput
+
     if not values:
         return None
-    bare = [convert(v) for v in values if "=" not in v]
-    pairs = {k: convert(v) for k, v in (item.split("=", 1) for item in values if "=" in item)}
-    if bare and pairs or len(bare) > 1:
-        raise SystemExit("attnport: give one bare value, or only PREFIX=VALUE pairs")
-    return bare[0] if bare else pairs
+    bare = [v for v in values if "=" not in v]
+    pairs = [tuple(v.split("=", 1)) for v in values if "=" in v]
+    if bare and pairs:
+        raise BadInput(f"{flag}: give one bare value for every module, or only PREFIX=VALUE pairs, not both "
+                       f"(got {bare[0]!r} and {'='.join(pairs[0])!r})")
+    if len(bare) > 1:
+        raise BadInput(f"{flag}: given {len(bare)} bare values ({', '.join(map(repr, bare))}); give one, "
+                       "or PREFIX=VALUE pairs")
+    out = {}
+    for prefix, value in pairs:
+        if prefix in out:
+            raise BadInput(f"{flag}: prefix {prefix!r} given twice")
+        out[prefix] = convert(value)
+    return convert(bare[0]) if bare else out
 
 
 def _presets(values):
-    return _pairs(values, str)
+    """``--preset``: names from `reference.peers.preset_names`."""
+    from reference.peers import preset_names
+
+    from .files import BadInput
+
+    def name(v: str) -> str:
+        if v not in preset_names():
+            raise BadInput(f"--preset: unknown preset {v!r}; choose one of {', '.join(preset_names())}")
+        return v
+
+    return _pairs(values, name, "--preset")
+
+
+MAX_CHANNELS = 2**31 - 1
 
 
 def _channels(values):
-    def count(v):
-        if not v.isdigit():
-            raise SystemExit(f"attnport: --channels needs an integer, got {v!r}")
+    """``--channels``: a positive channel count in ASCII digits."""
+    import re
+
+    from .files import BadInput
+
+    def count(v: str) -> int:
+        if not re.fullmatch(r"[0-9]{1,10}", v) or not 0 < int(v) <= MAX_CHANNELS:
+            raise BadInput(f"--channels needs a positive integer C (at most {MAX_CHANNELS}), got {v!r}")
         return int(v)
 
-    return _pairs(values, count)
+    return _pairs(values, count, "--channels")
 
 
-def _add_discovery_options(parser) -> None:
-    parser.add_argument("--preset", action="append",
+def _architecture(name: str) -> str:
+    """``--keras-model``: a keras.applications architecture's name (``EfficientNetB0``), never an attribute such
+    as ``__class__`` or a submodule (``efficientnet``)."""
+    import re
+
+    if not re.fullmatch(r"[A-Z][A-Za-z0-9]*", name):
+        raise argparse.ArgumentTypeError(f"{name!r} is not a keras.applications architecture name "
+                                         "(e.g. EfficientNetB0, MobileNetV3Small)")
+    return name
+
+
+def _add_discovery_options(parser, keras_model: bool = True, scope: str = "") -> None:
+    from reference.peers import preset_names
+
+    parser.add_argument("--preset", action="append", metavar="[PREFIX=]NAME",
                         help="facts for peer classes whose keys do not fix them (e.g. timm SqueezeExcite: "
-                             "efficientnet or mobilenetv3): NAME, or PREFIX=NAME (repeatable)")
-    parser.add_argument("--channels", action="append",
-                        help="C for ECA modules (their weight does not hold it): C, or PREFIX=C (repeatable)")
-    parser.add_argument("--keras-model", metavar="ARCHITECTURE",
-                        help="the keras.applications architecture a .weights.h5 belongs to (e.g. EfficientNetB0)")
+                             f"efficientnet or mobilenetv3; inferred where the other keys identify the network): "
+                             f"one of {', '.join(preset_names())}, or PREFIX=NAME (repeatable){scope}")
+    parser.add_argument("--channels", action="append", metavar="[PREFIX=]C",
+                        help="C for ECA modules (their weight does not hold it): C, or PREFIX=C (repeatable)"
+                             f"{scope}")
+    if keras_model:
+        parser.add_argument("--keras-model", metavar="ARCHITECTURE", type=_architecture,
+                            help="the keras.applications architecture a .weights.h5 belongs to "
+                                 "(e.g. EfficientNetB0)")
 
 
 def _load_factory(target: str):
@@ -388,29 +478,31 @@ def main(argv=None) -> int:
 
     inspect = sub.add_parser("inspect", help="list the attention modules a weight file holds")
     inspect.add_argument("file")
-    inspect.add_argument("--from", dest="layout", choices=FILE_LAYOUTS, help="the file's layout (default: from the file)")
+    inspect.add_argument("--from", dest="layout", choices=FILE_LAYOUTS,
+                         help="the file's layout (default: what the file declares, else what its keys show)")
     inspect.add_argument("--json", action="store_true")
     _add_discovery_options(inspect)
     conv = sub.add_parser("convert", help="convert every recognized attention module to another layout")
     conv.add_argument("src")
     conv.add_argument("dst", help="output .safetensors file")
-    conv.add_argument("--from", dest="layout_from", choices=FILE_LAYOUTS, help="the source layout (default: from the file)")
+    conv.add_argument("--from", dest="layout_from", choices=FILE_LAYOUTS,
+                      help="the source layout (default: what the file declares, else what its keys show)")
     conv.add_argument("--to", required=True, choices=FILE_LAYOUTS)
     conv.add_argument("--keep-rest", action="store_true", help="copy non-attention keys between same-framework layouts")
     conv.add_argument("--force", action="store_true", help="overwrite DST")
     _add_discovery_options(conv)
     dif = sub.add_parser("diff", help="compare the attention modules of two checkpoints, in any layouts",
                          description="Exit 0 when every module and tensor matches within the tolerance, 1 "
-                                     "otherwise, 2 for bad input.")
+                                     "otherwise (a difference, or a module that could not be compared), 2 for "
+                                     "bad input (nothing to compare included).")
     dif.add_argument("a", help="the reference file")
     dif.add_argument("b", help="the file compared with it")
-    dif.add_argument("--from-a", choices=FILE_LAYOUTS, help="A's layout (default: from the file)")
-    dif.add_argument("--from-b", choices=FILE_LAYOUTS, help="B's layout (default: from the file)")
+    dif.add_argument("--from-a", choices=FILE_LAYOUTS, help="A's layout (default: declared, else from its keys)")
+    dif.add_argument("--from-b", choices=FILE_LAYOUTS, help="B's layout (default: declared, else from its keys)")
     dif.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
     dif.add_argument("--rtol", type=float, default=0.0, help="tolerance relative to |A| (default 0: exact)")
     dif.add_argument("--json", action="store_true", help="print the comparison as JSON")
-    dif.add_argument("--preset", action="append", help="as for inspect; applies to both files (repeatable)")
-    dif.add_argument("--channels", action="append", help="as for inspect; applies to both files (repeatable)")
+    _add_discovery_options(dif, keras_model=False, scope="; applies to both files")
     ver = sub.add_parser("verify", help="check your own SE/ECA/CBAM port against the oracle and name the bug")
     ver.add_argument("target", metavar="PATH.py:FACTORY", help="a file and a function in it that returns your module")
     ver.add_argument("--spec", required=True, help='what it should compute, e.g. "SE(channels=64, ratio=16)"')
