@@ -225,3 +225,229 @@ def test_inspect_and_convert_a_keras_application_weights_file(tmp_path, capsys):
         assert spec == blocks[prefix].spec
         exported = tf_impl.export_params(blocks[prefix])
         assert all(np.array_equal(params[k], exported[k]) for k in params)
+
+
+# --- the discovery options: every bad value is a named error, exit 2 ---------------------------------------------
+
+def main_rc(capsys, *argv):
+    """``attnport ARGV`` in this process: (exit code, stdout, stderr); an uncaught exception fails the test."""
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def timm_state(prefixes_se=("layer1.0.se",), prefixes_eca=("layer2.1.eca",)) -> dict:
+    """timm SEModule and EcaModule keys (each ECA after a BatchNorm of its block, which gives its C)."""
+    from reference import peers
+
+    layout, se, eca = peers.PEER_LAYOUTS["timm"], reference.SE.timm(32), reference.ECA.timm(16)
+    state = layout.export({p: (se, se.init_params(seed=i)) for i, p in enumerate(prefixes_se)})
+    for i, p in enumerate(prefixes_eca):
+        state[f"{p.rsplit('.', 1)[0]}.bn2.weight"] = np.ones(16, np.float32)
+        state.update(layout.export({p: (eca, eca.init_params(seed=i))}))
+    return state
+
+
+@pytest.fixture()
+def timm_file(tmp_path):
+    from attnport import checkpoint
+
+    path = tmp_path / "timm.safetensors"
+    checkpoint.write_tensors(path, timm_state(), {"layout": "timm"})
+    return path
+
+
+BAD_OPTIONS = [  # (options, what the message must name)
+    (["--channels", "²"], ["--channels", "'²'"]),
+    (["--channels", "٣"], ["--channels", "'٣'"]),  # a non-ASCII digit
+    (["--channels", "0"], ["--channels", "'0'"]),
+    (["--channels", "-3"], ["--channels", "'-3'"]),
+    (["--channels", "3.5"], ["--channels", "'3.5'"]),
+    (["--channels", "9" * 5000], ["--channels"]),
+    (["--channels", "layer2.1.eca=²"], ["--channels", "'²'"]),
+    (["--channels", "3", "--channels", "layer2.1.eca=3"], ["--channels", "'3'", "'layer2.1.eca=3'"]),
+    (["--channels", "3", "--channels", "4"], ["--channels", "'3'", "'4'"]),
+    (["--channels", "a=3", "--channels", "a=4"], ["--channels", "'a'", "twice"]),
+    (["--preset", "efficientnett"], ["--preset", "'efficientnett'", "efficientnet", "mobilenetv3", "circular"]),
+    (["--preset", "layer1.0.se=bogus"], ["--preset", "'bogus'", "efficientnet", "mobilenetv3"]),
+    (["--preset", "efficientnet", "--preset", "layer1.0.se=timm"], ["--preset", "'efficientnet'"]),
+    (["--preset", "layer2.1.eca=mobilenetv3"], ["'mobilenetv3'", "'layer2.1.eca'", "circular"]),  # not an ECA preset
+    (["--preset", "nowhere.se=timm"], ["preset=", "nowhere.se"]),
+]
+
+
+@pytest.mark.parametrize("options, named", BAD_OPTIONS)
+@pytest.mark.parametrize("command", ["inspect", "convert", "diff"])
+def test_bad_discovery_options_are_named_errors(timm_file, tmp_path, capsys, command, options, named):
+    out_file = tmp_path / "out.safetensors"
+    argv = {"inspect": ["inspect", timm_file], "convert": ["convert", timm_file, out_file, "--to", "canonical"],
+            "diff": ["diff", timm_file, timm_file]}[command]
+    code, out, err = main_rc(capsys, *argv, *options)
+    assert code == 2 and out == ""
+    assert all(n in err for n in named), err
+    assert not out_file.exists()
+
+
+@pytest.mark.parametrize("name", ["__class__", "__init__", "efficientnet", "_private", "../EfficientNetB0", ""])
+@pytest.mark.parametrize("command", ["inspect", "convert"])
+def test_keras_model_must_be_an_architecture_name(tmp_path, capsys, command, name):
+    weights = tmp_path / "m.weights.h5"
+    weights.write_bytes(b"\x89HDF\r\n\x1a\n")
+    out_file = tmp_path / "out.safetensors"
+    argv = ["inspect", weights] if command == "inspect" else ["convert", weights, out_file, "--to", "canonical"]
+    code, out, err = main_rc(capsys, *argv, "--keras-model", name)
+    assert code == 2 and "--keras-model" in err and repr(name) in err
+    assert not out_file.exists()
+
+
+def test_the_same_errors_reach_the_shell_without_a_traceback(timm_file):
+    for options in (["--channels", "²"], ["--channels", "3", "--channels", "a=3"], ["--preset", "nope"]):
+        code, out, err = run("inspect", timm_file, *options)
+        assert code == 2 and "Traceback" not in err and err.startswith("attnport: "), err
+    code, _, err = run("inspect", timm_file, "--keras-model", "__class__")
+    assert code == 2 and "Traceback" not in err and "--keras-model" in err
+
+
+# --- discovery is linear in the number of modules (operations counted, never timed) ---------------------------
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(attnport.__file__)))
+
+
+class CountingKey(str):
+    """A state-dict key that counts the comparisons made with it (``==``, list.index, startswith, endswith)."""
+
+    calls = 0
+
+    def __eq__(self, other):
+        CountingKey.calls += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+    def startswith(self, *args):
+        CountingKey.calls += 1
+        return str.startswith(self, *args)
+
+    def endswith(self, *args):
+        CountingKey.calls += 1
+        return str.endswith(self, *args)
+
+
+def operations(fn) -> int:
+    """The Python lines attnport and reference run during ``fn()``, plus the key comparisons made."""
+    import sys
+
+    lines = 0
+
+    def local(frame, event, arg):
+        nonlocal lines
+        lines += event == "line"
+        return local
+
+    def tracer(frame, event, arg):
+        name = frame.f_code.co_filename
+        ours = name.startswith(REPO) and os.sep + "tests" + os.sep not in name and ".venv" not in name
+        return local if ours else None
+
+    CountingKey.calls = 0
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(previous)
+    return lines + CountingKey.calls
+
+
+def many_modules(kind: str, n: int) -> dict:
+    """n tiny modules of one kind, in a few arrangements (ECA siblings share a parent and hold no C hint)."""
+    from reference import peers
+
+    if kind == "eca-siblings":
+        return {f"m.eca{i}.conv.weight": np.ones((1, 1, 3), np.float32) for i in range(n)}
+    if kind == "eca-blocks":
+        return timm_state((), [f"layer{i}.0.eca" for i in range(n)])
+    if kind == "se":
+        return timm_state([f"blocks.{i}.se" for i in range(n)], ())
+    if kind == "cbam":
+        spec = reference.CBAM.timm(32)
+        return peers.PEER_LAYOUTS["timm"].export({f"layer{i}.0.se": (spec, spec.init_params()) for i in range(n)})
+    spec = reference.SE.efficientnet(8, 2)
+    return peers.PEER_LAYOUTS["keras-applications"].export({f"block{i}a": (spec, spec.init_params()) for i in range(n)})
+
+
+@pytest.mark.parametrize("layout, kind", [("timm", "eca-siblings"), ("timm", "eca-blocks"), ("timm", "se"),
+                                          ("timm", "cbam"), ("official-eca", "eca-siblings"),
+                                          ("torchvision", "se"), ("keras-applications", "keras")])
+def test_discovery_is_linear_in_the_number_of_modules(layout, kind):
+    from reference import peers
+
+    counts = []
+    for n in (40, 400):
+        state = {CountingKey(k): v for k, v in many_modules(kind, n).items()}
+        found = []
+        counts.append(operations(lambda: found.append(peers.PEER_LAYOUTS[layout].discover(state))))
+        assert len(found[0].bundle) + len(found[0].unresolved) == n
+    assert counts[1] <= 12 * counts[0], f"10x the modules cost {counts[1] / counts[0]:.1f}x the operations"
+
+
+@pytest.mark.parametrize("kind, metadata", [("eca-siblings", {"layout": "timm"}),  # timm or official-eca: ambiguous
+                                            ("eca-blocks", {}), ("se", {})])
+def test_inspect_of_a_file_is_linear_in_the_number_of_modules(tmp_path, kind, metadata):
+    """The whole path: reading the file, and the layout inferred from its keys (every peer layout tried)."""
+    from attnport import checkpoint
+    from attnport.convert import discover
+
+    counts = []
+    for n in (40, 400):
+        path = tmp_path / f"{kind}-{n}.safetensors"
+        checkpoint.write_tensors(path, many_modules(kind, n), metadata)
+        found = []
+        counts.append(operations(lambda: found.append(discover(path, channels=8 if "eca" in kind else None))))
+        assert len(found[0].bundle) == n
+    assert counts[1] <= 12 * counts[0], f"10x the modules cost {counts[1] / counts[0]:.1f}x the operations"
+
+
+# --- display: titles fit 80 columns; keys are shown as they are ------------------------------------------------
+
+def title_lines(table, width: int) -> list[str]:
+    """The lines rich prints above the table's top border, at ``width`` columns."""
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console.print(table)
+    lines = console.file.getvalue().splitlines()
+    top = next(i for i, line in enumerate(lines) if line.lstrip().startswith(("┏", "┌")))
+    return [line.strip() for line in lines[:top]]
+
+
+@pytest.mark.parametrize("keys", [timm_state(), {**timm_state(), "x" * 90: np.zeros(3, np.float32)},
+                                  {"w": np.zeros(3, np.float32), **timm_state(("s.se",), ())}])
+def test_inspect_table_titles_do_not_wrap_at_80_columns(tmp_path, keys):
+    from attnport import checkpoint
+    from attnport.convert import discover
+
+    path = tmp_path / ("a-long-directory-name-" * 5) / "state.safetensors"
+    path.parent.mkdir()
+    checkpoint.write_tensors(path, keys, {"layout": "timm"})
+    for table in cli._inspect_tables(discover(path)):
+        if table is not None:
+            wide = title_lines(table, 1000)
+            assert len(wide) == 1 and title_lines(table, 80) == wide, (title_lines(table, 80), wide)
+
+
+def test_inspect_prints_keys_and_prefixes_verbatim(tmp_path):
+    """Keys are data: rich markup in them ("[/]", "[bold]") is shown as written, never interpreted."""
+    from attnport import checkpoint
+
+    path = tmp_path / "markup.safetensors"
+    keys = {**timm_state(("[red]blk.se",), ()), "[/]": np.zeros(2, np.float32), "[bold]x[/bold]": np.zeros(1, np.float32)}
+    checkpoint.write_tensors(path, keys, {"layout": "timm"})
+    code, out, err = run("inspect", path)
+    assert code == 0, err
+    assert "[red]blk.se" in out and "[/]" in out and "[bold]x[/bold]" in out

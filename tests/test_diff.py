@@ -9,6 +9,7 @@ import attnport
 import reference
 from attnport import check, checkpoint, cli
 from attnport.diff import compare_arrays, diff
+from attnport.files import BadInput
 
 from helpers import run_cli as run
 
@@ -203,3 +204,116 @@ def test_check_markdown_real_run(capsys):
 def test_check_json_and_markdown_exclude_each_other(capsys):
     with pytest.raises(SystemExit):
         cli.main(["check", "--json", "--markdown"])
+
+
+# --- nothing compared, or not everything: never "equal" -----------------------------------------------------
+
+def plain_timm(path, keys: dict):
+    """A file declared timm, holding ``keys`` (name -> shape), zeros."""
+    checkpoint.write_tensors(path, {k: np.zeros(s, np.float32) for k, s in keys.items()}, {"layout": "timm"})
+    return path
+
+
+NO_ATTENTION = {"conv1.weight": (8, 3, 3, 3), "fc.weight": (10, 8)}
+UNREADABLE_ECA = {"a0.conv.weight": (1, 1, 3)}  # sorts first: no preceding key shows its C
+
+
+@pytest.mark.parametrize("keys_a, keys_b", [(NO_ATTENTION, NO_ATTENTION), (UNREADABLE_ECA, NO_ATTENTION),
+                                            (NO_ATTENTION, UNREADABLE_ECA), (UNREADABLE_ECA, UNREADABLE_ECA)])
+@pytest.mark.parametrize("json_out", [False, True])
+def test_nothing_to_compare_is_bad_input(tmp_path, keys_a, keys_b, json_out):
+    a, b = plain_timm(tmp_path / "a.safetensors", keys_a), plain_timm(tmp_path / "b.safetensors", keys_b)
+    code, out, err = run("diff", a, b, *(["--json"] if json_out else []))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert err.startswith("attnport: nothing to compare") and str(a) in err and str(b) in err
+    if UNREADABLE_ECA in (keys_a, keys_b):
+        assert "a0" in err and "--channels" in err  # the unreadable module, and how to make it readable
+    with pytest.raises(BadInput, match="nothing to compare"):
+        diff(a, b)
+
+
+@pytest.mark.parametrize("side", ["A", "B"])
+def test_a_module_that_was_not_compared_makes_the_result_incomplete(tmp_path, side):
+    """Everything compared matches, but one file holds a module that could not be read: not equal, exit 1."""
+    params = SE.init_params(seed=6)
+    canonical = save(tmp_path / "se.safetensors", {"layer1.0.se": (SE, params)})
+    timm = {"layer1.0.se.fc1.weight": params["fc1.weight"][:, :, None, None], "layer1.0.se.fc1.bias": params["fc1.bias"],
+            "layer1.0.se.fc2.weight": params["fc2.weight"][:, :, None, None], "layer1.0.se.fc2.bias": params["fc2.bias"],
+            "a0.conv.weight": np.ones((1, 1, 3), np.float32)}
+    path = tmp_path / "timm.safetensors"
+    checkpoint.write_tensors(path, {k: np.ascontiguousarray(v) for k, v in timm.items()}, {"layout": "timm"})
+    a, b = (path, canonical) if side == "A" else (canonical, path)
+    result = diff(a, b)
+    assert all(m.equal for m in result.modules) and not result.complete and not result.equal
+    assert result.verdict().startswith("incomplete")
+    code, out, err = run("diff", a, b)
+    assert code == 1, out + err
+    assert f"not compared: {side} a0: " in out and "--channels" in out
+    assert out.splitlines()[-1].startswith("incomplete: 1 modules could not be compared")
+    code, out, _ = run("diff", a, b, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["equal"] is False and report["complete"] is False
+    assert list(report[f"unresolved_{side.lower()}"]) == ["a0"]
+    code, out, _ = run("diff", a, b, "--channels", "a0=8")  # now readable: a module only one file holds
+    assert code == 1 and ("missing module a0" in out or "unexpected module a0" in out)
+
+
+# --- NaN and infinities -------------------------------------------------------------------------------------
+
+NONFINITE = [(np.nan, 1.0), (1.0, np.nan), (np.inf, 1.0), (1.0, -np.inf), (np.inf, -np.inf), (-np.inf, np.nan)]
+
+
+@pytest.mark.parametrize("value_a, value_b", NONFINITE)
+def test_no_tolerance_admits_a_non_finite_difference(value_a, value_b):
+    a, b = np.array([value_a, 2.0]), np.array([value_b, 2.0])
+    for atol, rtol in ((0, 0), (np.inf, 0), (0, np.inf), (np.inf, np.inf), (1e300, 1e300)):
+        assert not compare_arrays(a, b, atol, rtol)[2], (value_a, value_b, atol, rtol)
+
+
+@pytest.mark.parametrize("value_a, value_b", NONFINITE)
+def test_diff_with_atol_inf_still_reports_a_non_finite_difference(tmp_path, value_a, value_b):
+    def with_value(value):
+        params = {k: v.copy() for k, v in SE.init_params(seed=7).items()}
+        params["fc2.weight"].flat[5] = value
+        return {"se": (SE, params)}
+
+    a, b = save(tmp_path / "a.safetensors", with_value(value_a)), save(tmp_path / "b.safetensors", with_value(value_b))
+    code, out, _ = run("diff", a, b, "--atol", "inf")
+    assert code == 1 and "se.fc2.weight differs" in out and out.splitlines()[-1].startswith("different")
+    assert "warning: se.fc2.weight holds 1 NaN/Inf values in " in out
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_the_same_non_finite_value_is_bit_exact_and_warned(tmp_path, value):
+    params = {k: v.copy() for k, v in SE.init_params(seed=8).items()}
+    params["fc1.bias"][:3] = value
+    a, b = save(tmp_path / "a.safetensors", {"se": (SE, params)}), save(tmp_path / "b.safetensors", {"se": (SE, params)})
+    code, out, _ = run("diff", a, b)
+    assert code == 0 and out.splitlines()[-1].startswith("bit-exact")
+    assert "warning: se.fc1.bias holds 3 NaN/Inf values in A" in out
+    assert "warning: se.fc1.bias holds 3 NaN/Inf values in B" in out
+    (t,) = [t for t in diff(a, b).tensors() if t.name == "fc1.bias"]
+    assert (t.nonfinite_a, t.nonfinite_b) == (3, 3)
+
+
+# --- display -------------------------------------------------------------------------------------------------
+
+def test_diff_table_title_does_not_wrap_at_80_columns(tmp_path):
+    import io
+
+    from rich.console import Console
+
+    folder = tmp_path / ("a-long-directory-name-" * 5)
+    folder.mkdir()
+    a, b = save(folder / "a.safetensors", BUNDLE), save(folder / "b.safetensors", BUNDLE, layout="keras")
+
+    def title(width):
+        console = Console(width=width, file=io.StringIO(), color_system=None)
+        console.print(cli._diff_table(diff(a, b)))
+        lines = console.file.getvalue().splitlines()
+        return [line.strip() for line in lines[:next(i for i, x in enumerate(lines) if x.lstrip().startswith("┏"))]]
+
+    assert len(title(1000)) == 1 and title(80) == title(1000)
+    code, out, err = run("diff", a, b)
+    assert code == 0, err
+    assert f"A: {a} (canonical layout)" in out.splitlines() and f"B: {b} (keras layout)" in out.splitlines()
