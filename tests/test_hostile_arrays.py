@@ -135,6 +135,42 @@ def test_a_copy_that_fails_part_way_leaves_the_module_as_it_was(backend, kind, k
     assert snapshot(backend, module) == before, "a failed load changed the module"
 
 
+def replace_last_variable(backend, module, spec, shape):
+    """Swap the module's last canonical variable for a zero one of ``shape`` (Keras locks a built layer's
+    variables, so torch and NNX only); returns its native path."""
+    info = spec.param_table()[-1]
+    path = reference.native(info, get_bridge(backend).ADAPTER.layout)[0]
+    owner, leaf = path.rsplit(".", 1)
+    for part in owner.split("."):
+        module = getattr(module, part)
+    if backend == "torch":
+        import torch  # noqa: PLC0415
+
+        if leaf in dict(module.named_buffers(recurse=False)):
+            module.register_buffer(leaf, torch.zeros(shape))
+        else:
+            setattr(module, leaf, torch.nn.Parameter(torch.zeros(shape)))
+    else:
+        import jax.numpy as jnp  # noqa: PLC0415
+
+        getattr(module, leaf).set_value(jnp.zeros(shape, jnp.float32))
+    return path
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_variable_that_does_not_match_the_spec_is_refused_before_any_copy(backend, kind):
+    bridge, spec = get_bridge(backend), SPECS[kind]
+    module = bridge.build(spec, seed=0)
+    want = reference.native_shape(spec.param_table()[-1], bridge.ADAPTER.layout)
+    path = replace_last_variable(backend, module, spec, (want[0] + 1, *want[1:]))
+    before = snapshot(backend, module)
+    with pytest.raises(reference.ParamError) as info:
+        bridge.load_params(module, other_params(spec))
+    assert f"shape mismatch for {path}: expected {(want[0] + 1, *want[1:])}, got {want}" in str(info.value)
+    assert snapshot(backend, module) == before, "a refused load changed the module"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_verify_setters_take_hostile_arrays(backend, kind):
     """The setters `verify` writes a candidate's variables with (`Adapter.variables`) accept what load_params
