@@ -80,8 +80,10 @@ def infer_layout(path, tensors: dict) -> tuple[str, str, object]:
     seen = {name: _peer(name).discover(tensors) for name in PEER_FILE_LAYOUTS}
     seen = {name: d for name, d in seen.items() if d.recognized}
     if not seen:
+        keras = ("; a Keras .weights.h5 names its variables by index, not by layer: pass --keras-model ARCHITECTURE"
+                 if str(path).lower().endswith(".weights.h5") else "")
         raise BadInput(f"{path}: the file does not say which layout it holds and no peer layout recognizes an "
-                       f"attention module in its keys; pass --from LAYOUT ({', '.join(FILE_LAYOUTS)})")
+                       f"attention module in its keys; pass --from LAYOUT ({', '.join(FILE_LAYOUTS)}){keras}")
     if len(seen) == 1:
         (name, d), = seen.items()
         return name, "the only layout whose keys match", d

@@ -213,7 +213,7 @@ def test_inspect_and_convert_a_keras_application_weights_file(tmp_path, capsys):
     path = tmp_path / "mnv3.weights.h5"
     model.save_weights(path)
     code, _, stderr = run("inspect", path)  # without the architecture the names cannot be resolved
-    assert code == 2 and "pass --from" in stderr
+    assert code == 2 and "pass --from" in stderr and "--keras-model ARCHITECTURE" in stderr
     assert cli.main(["inspect", str(path), "--keras-model", "MobileNetV3Small", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     expected = list(tf_impl.from_keras_application(model))

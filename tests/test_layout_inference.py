@@ -335,3 +335,14 @@ def test_an_unidentified_squeeze_excite_names_the_flag_and_its_values(semnasnet,
     assert code == 0, err
     live = {p: live_facts(m) for p, m in model.named_modules() if type(m).__name__ == "SqueezeExcite"}
     assert {p: (s.activation, s.gate) for p, (s, _) in attnport.load(out_file).items()} == live
+
+
+def test_a_live_relu_squeeze_excite_converts_by_its_classes(semnasnet):
+    """torch_impl.from_timm reads the live classes: a ReLU -> sigmoid SqueezeExcite needs no preset."""
+    from helpers import get_bridge
+
+    torch_impl = get_bridge("torch")
+    model, _ = semnasnet
+    live = {p: live_facts(m) for p, m in model.named_modules() if type(m).__name__ == "SqueezeExcite"}
+    ours = torch_impl.from_timm(model)
+    assert {p: (m.spec.activation, m.spec.gate) for p, m in ours.items()} == live and live
