@@ -5,7 +5,9 @@ Keras model's ``{variable.path: array}``) into a `Discovery` whose ``bundle`` is
 ``{prefix: (spec, canonical params)}``; ``PEER_LAYOUTS[name].export(bundle)`` writes a bundle back in the
 peer's keys and layouts, the exact inverse (``export(discovery)`` reproduces every consumed key bit
 for bit). The widths and kernel sizes come from the weight shapes; activation, gate, pooling order,
-epsilon and padding are facts of the peer class, taken from the matching reference preset.
+epsilon and padding are facts of the peer class, taken from the matching reference preset, or, for a
+class that models configure differently, from the network family the rest of the state dict
+identifies (``PEER_LAYOUTS[name].families``, `Family`).
 
 ========================  ==========================================================================
 ``timm``                  `reference.peers.timm`: CbamModule, SEModule, SqueezeExcite, EcaModule/CecaModule

@@ -11,7 +11,8 @@ What the weights do not say -- activation, gate, pooling order, BatchNorm epsilo
 are facts of the peer class. They come from the reference presets (`reference.SE.timm`,
 `reference.CBAM.official`, ...) named in the row; only the widths and kernel sizes are read from the
 weight shapes. A row whose class is configured differently by different models (timm's EfficientNet
-``SqueezeExcite``) has no default preset, and the caller must name one (``preset=``).
+``SqueezeExcite``) has no default preset: the caller names one (``preset=``), or a `Family` row
+recognizes the network from the rest of the state dict and gives it.
 """
 from __future__ import annotations
 
@@ -128,7 +129,7 @@ class ModuleTable:
     ``check``: extra validation of the shapes (relative peer key -> shape); returns a reason or None.
     ``channels_from_weights``: False for ECA, whose weight does not hold C (see `PeerLayout.discover`).
     ``home``: a regex the module prefix matches (``re.fullmatch``) where the peer's own models put
-    the class; it tells layouts that read the same keys apart (`infer_layout`).
+    the class; it tells layouts that read the same keys apart (`attnport.convert.infer_layout`).
     """
 
     name: str
