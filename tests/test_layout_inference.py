@@ -346,3 +346,19 @@ def test_a_live_relu_squeeze_excite_converts_by_its_classes(semnasnet):
     live = {p: live_facts(m) for p, m in model.named_modules() if type(m).__name__ == "SqueezeExcite"}
     ours = torch_impl.from_timm(model)
     assert {p: (m.spec.activation, m.spec.gate) for p, m in ours.items()} == live and live
+
+
+@pytest.mark.parametrize("index", ["9" * 5000, "0" * 30 + "1"])
+def test_a_hostile_block_index_is_no_family(tmp_path, capsys, index):
+    """A block index far beyond any network's is data, not a number to parse: no family, no traceback."""
+    layout, spec = peers.PEER_LAYOUTS["timm"], reference.SE.efficientnet(8, 2)
+    state = {"conv_stem.weight": np.zeros((8, 3, 3, 3), np.float32), "conv_head.weight": np.zeros((16, 8, 1, 1), np.float32),
+             "bn2.weight": np.zeros(16, np.float32),
+             **layout.export({f"blocks.{index}.0.se": (spec, spec.init_params())}, modules={f"blocks.{index}.0.se": "SqueezeExcite"})}
+    path = tmp_path / "hostile.safetensors"
+    checkpoint.write_tensors(path, state, {"layout": "timm"})
+    code, out, err = run(capsys, "inspect", path, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["modules"] == [] and list(report["unresolved"]) == [f"blocks.{index}.0.se"]
+    assert "--preset efficientnet" in report["unresolved"][f"blocks.{index}.0.se"]

@@ -80,10 +80,14 @@ ECA = ModuleTable(
 
 
 
+# A block's SE; at most 9 digits per index, so that int() of them is always cheap and safe.
+_BLOCK_SE = r"blocks\.\d{1,9}\.\d{1,9}\.se"
+
+
 def _blocks(keys: KeyIndex) -> list[tuple[int, int]]:
     """Every block ``blocks.N.M`` of an EfficientNet-style state dict, in order."""
     return sorted({(int(m[1]), int(m[2])) for k in keys.starting_with("blocks.")
-                   if (m := re.match(r"blocks\.(\d+)\.(\d+)\.", k))})
+                   if (m := re.match(r"blocks\.(\d{1,9})\.(\d{1,9})\.", k))})
 
 
 def _efficientnet_se(keys: KeyIndex, prefixes: list) -> bool:
@@ -99,13 +103,13 @@ FAMILIES = (
     Family("timm MobileNetV3", "SqueezeExcite", "mobilenetv3",
            "timm/models/mobilenetv3.py MobileNetV3(head_bias=True); ghostnet.py, repghost.py, hardcorenas.py",
            "conv_stem, a biased conv_head, no head norm bn2, SqueezeExcite at blocks.N.M.se",
-           modules=r"blocks\.\d+\.\d+\.se", has=("conv_stem.weight", "conv_head.weight", "conv_head.bias"),
+           modules=_BLOCK_SE, has=("conv_stem.weight", "conv_head.weight", "conv_head.bias"),
            lacks=("bn2.",)),
     Family("timm EfficientNet", "SqueezeExcite", "efficientnet",
            "timm/models/efficientnet.py EfficientNet (_gen_efficientnet*, _gen_mixnet_*, _gen_tinynet)",
            "conv_stem, a biasless conv_head with its norm bn2, SqueezeExcite at blocks.N.M.se in every block "
            "from the first that has one to the last, none in an EdgeResidual block",
-           modules=r"blocks\.\d+\.\d+\.se", has=("conv_stem.weight", "conv_head.weight", "bn2.weight"),
+           modules=_BLOCK_SE, has=("conv_stem.weight", "conv_head.weight", "bn2.weight"),
            lacks=("conv_head.bias",), check=_efficientnet_se),
 )
 
