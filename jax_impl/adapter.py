@@ -66,10 +66,12 @@ class NNXAdapter(Adapter):
         return np.array(_variable(module, path)[...])
 
     def set(self, module, path, value):
-        _variable(module, path)[...] = jnp.asarray(native_array(value))
+        _variable(module, path)[...] = self.tensor(value)
 
     def tensor(self, x):
-        return jnp.asarray(native_array(x))
+        # device_put of a private copy: jnp.asarray would compile an XLA copy per new shape (about 0.1 s
+        # each, most of `attnport check`'s JAX time), and device_put alone may alias the caller's array
+        return jax.device_put(np.array(native_array(x), copy=True))
 
     def numpy(self, t):
         return np.asarray(t)

@@ -92,3 +92,32 @@ def test_backend_of_recognises_modules_without_importing(backend):
 def test_unknown_backend_is_named():
     with pytest.raises(ValueError, match="unknown backend 'mxnet'"):
         backends.load("mxnet")
+
+
+def test_jax_tensors_are_private_copies_made_without_a_compile(caplog):
+    """The NNX adapter's `tensor` neither aliases the caller's array nor compiles an XLA copy per shape (a
+    jnp.asarray does, and `attnport check` spent most of its JAX time there)."""
+    import logging
+
+    jax = pytest.importorskip("jax")
+    adapter = backends.adapter("jax")
+    x = np.arange(3 * 5 * 7 * 11, dtype=np.float32).reshape(3, 5, 7, 11)
+    with caplog.at_level(logging.WARNING), jax.log_compiles():
+        t = adapter.tensor(x)
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage()], caplog.text
+    x[...] = -1  # the caller's array changes; the tensor must not
+    assert float(np.asarray(t).min()) == 0.0 and np.asarray(t).shape == (3, 5, 7, 11)
+
+
+def test_torch_get_and_set_reach_parameters_and_buffers_by_path():
+    import reference
+
+    adapter = backends.adapter("torch")
+    module = adapter.build(reference.CBAM.timm(8), seed=0)
+    value = np.full((1,), 2.5, np.float32)
+    adapter.set(module, "bn.running_var", value)
+    assert module.bn.running_var.item() == 2.5 and adapter.get(module, "bn.running_var")[0] == 2.5
+    adapter.set(module, "fc1.weight", np.ones(module.fc1.weight.shape, np.float32))
+    assert float(module.fc1.weight.sum()) == module.fc1.weight.numel()
+    with pytest.raises(KeyError):
+        adapter.get(module, "fc9.weight")

@@ -38,6 +38,21 @@ def to_numpy(t: torch.Tensor) -> np.ndarray:
     return t.numpy().copy()
 
 
+def _tensor(module: torch.nn.Module, path: str) -> torch.Tensor:
+    """The parameter or buffer at dotted ``path`` (what ``state_dict()[path]`` holds, without building the
+    whole state dict for one variable)."""
+    owner, _, name = path.rpartition(".")
+    try:
+        sub = module.get_submodule(owner)
+    except AttributeError:
+        raise KeyError(path) from None
+    if name in sub._parameters and sub._parameters[name] is not None:
+        return sub._parameters[name]
+    if name in sub._buffers and sub._buffers[name] is not None:
+        return sub._buffers[name]
+    raise KeyError(path)
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
@@ -61,11 +76,11 @@ class TorchAdapter(Adapter):
         return "float32" if first is None else _dtype_name(first.dtype)
 
     def get(self, module, path):
-        return to_numpy(module.state_dict()[path])
+        return to_numpy(_tensor(module, path))
 
     def set(self, module, path, value):
         with torch.no_grad():
-            module.state_dict()[path].copy_(to_torch(value))
+            _tensor(module, path).copy_(to_torch(value))
 
     def tensor(self, x):
         return to_torch(x)
