@@ -4,12 +4,13 @@
 from importlib import metadata as _metadata
 
 from . import backends, cases
-from .checkpoint import CheckpointError, Summary, load, read_tensors, save
-from .verification import Report, verify
+from .checkpoint import CheckpointError, Interrupted, NonFiniteWarning, Summary, WriteError, load, read_tensors, save
+from .verification import BadCandidate, Report, SpecTooLarge, verify
 
 try:
     __version__ = _metadata.version("attnport")
 except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "backends", "cases", "save", "load", "read_tensors", "CheckpointError", "Summary", "verify", "Report"]
+__all__ = ["__version__", "backends", "cases", "save", "load", "read_tensors", "CheckpointError", "WriteError", "Interrupted",
+           "NonFiniteWarning", "Summary", "verify", "Report", "BadCandidate", "SpecTooLarge"]
