@@ -62,7 +62,9 @@ def _peer(layout: str):
 
 
 def _example(prefixes) -> str:
-    shown = ", ".join(p or "(single module)" for p in list(prefixes)[:2])
+    from reference.peers.base import shorten  # noqa: PLC0415
+
+    shown = ", ".join(shorten(p) or "(single module)" for p in list(prefixes)[:2])
     return shown + (", ..." if len(prefixes) > 2 else "")
 
 

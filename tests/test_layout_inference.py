@@ -362,3 +362,10 @@ def test_a_hostile_block_index_is_no_family(tmp_path, capsys, index):
     report = json.loads(out)
     assert report["modules"] == [] and list(report["unresolved"]) == [f"blocks.{index}.0.se"]
     assert "--preset efficientnet" in report["unresolved"][f"blocks.{index}.0.se"]
+
+
+def test_messages_stay_short_whatever_the_keys():
+    """A module's unexpected keys are named, but a message shows five of them, each cut to 80 characters."""
+    state = {**se_state([""]), **{f"{'k' * 10_000}{i}": np.zeros(1, np.float32) for i in range(1000)}}
+    (why,) = peers.PEER_LAYOUTS["timm"].discover(state).unresolved.values()
+    assert "keys the class does not have: kkk" in why and "and 995 more" in why and len(why) < 600

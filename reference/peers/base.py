@@ -353,6 +353,11 @@ class Family:
                 and (self.check is None or self.check(keys, prefixes)))
 
 
+def shorten(text: str, width: int = 80) -> str:
+    """``text`` cut to ``width`` characters for a message (a key can be as long as a hostile file makes it)."""
+    return text if len(text) <= width else f"{text[:width - 3]}..."
+
+
 def _either(words) -> str:
     words = list(words)
     return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
@@ -537,7 +542,8 @@ class PeerLayout:
                 if re.fullmatch(pattern, key[len(table.key(prefix, "")):] if prefix else key):
                     raise Unresolved(f"{why} (key {key})")
         if strays:
-            raise Unresolved(f"keys the class does not have: {', '.join(strays)}")
+            more = f" and {len(strays) - 5} more" if len(strays) > 5 else ""
+            raise Unresolved(f"keys the class does not have: {', '.join(map(shorten, strays[:5]))}{more}")
         params = {}
         for leaf in table.leaves:
             if leaf.peer not in present:
