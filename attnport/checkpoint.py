@@ -388,19 +388,24 @@ def _short(exc: BaseException, limit: int = 300) -> str:
 
 
 def _check_prefixes(prefixes, error) -> None:
-    """Prefixes are dotted names; '' only alone; none inside another."""
+    """Prefixes are dotted names; '' only alone; none inside another. Linear in the prefixes' components:
+    each prefix's ancestors are looked up in a set (a file may hold a whole network's modules)."""
     prefixes = list(prefixes)
     for p in prefixes:
         if not isinstance(p, str):
-            raise error(f"a module prefix must be a string, got {p!r}")
+            raise error(f"a module prefix must be a string, got {reprlib.repr(p)}")
         if p and any(part == "" for part in p.split(".")):
-            raise error(f"module prefix {p!r} has an empty dotted component")
+            raise error(f"module prefix {reprlib.repr(p)} has an empty dotted component")
     if "" in prefixes and len(prefixes) > 1:
         raise error("the prefix '' (a single-module file) cannot be combined with other modules")
-    for p in prefixes:
-        for q in prefixes:
-            if p != q and q.startswith(p + "."):
-                raise error(f"module prefix {q!r} lies inside module {p!r}; a key could belong to either")
+    known = set(prefixes)
+    for q in prefixes:
+        parts = q.split(".")
+        for i in range(1, len(parts)):
+            p = ".".join(parts[:i])
+            if p in known:
+                raise error(f"module prefix {reprlib.repr(q)} lies inside module {reprlib.repr(p)}; a key could "
+                            "belong to either")
 
 
 def load(path) -> Bundle:

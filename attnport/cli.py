@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from dataclasses import asdict
 
 from . import backends, cases
@@ -209,7 +210,7 @@ def _user_errors():
     import reference
 
     return (files.BadInput, checkpoint.CheckpointError, reference.ParamError, FileExistsError, FileNotFoundError,
-            IsADirectoryError, PermissionError, checkpoint.WriteError, checkpoint.Interrupted)
+            IsADirectoryError, PermissionError, checkpoint.WriteError)
 
 
 def _inspect_tables(found):
@@ -512,6 +513,26 @@ def main(argv=None) -> int:
 
     add_bench_parser(sub)
     args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return _dispatch(args)
+        except KeyboardInterrupt as exc:  # Ctrl-C: the shell's convention, no traceback
+            print(f"attnport: {exc}" if str(exc) else "attnport: interrupted", file=sys.stderr)
+            return 130
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """attnport's own warnings (NaN/Inf weights) as one ``attnport: warning:`` line; others as Python shows them."""
+    from .checkpoint import NonFiniteWarning
+
+    if issubclass(category, NonFiniteWarning):
+        print(f"attnport: warning: {message}", file=sys.stderr)
+    else:
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+def _dispatch(args) -> int:
     if args.command == "bench":
         return args.run(args)
     from .checkpoint import VerificationError

@@ -45,3 +45,33 @@ def run_cli(*argv):
     done = subprocess.run([sys.executable, "-m", "attnport", *map(str, argv)], capture_output=True, text=True,
                           timeout=120)
     return done.returncode, done.stdout, done.stderr
+
+
+def lines_run(fn) -> int:
+    """The Python lines of the repository's own code (not the tests, not installed packages) that ``fn()``
+    runs: a cost measure for "linear, not quadratic" tests that no timer's noise can fail."""
+    import os
+    import sys
+
+    import attnport
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(attnport.__file__)))
+    lines = 0
+
+    def local(frame, event, arg):
+        nonlocal lines
+        lines += event == "line"
+        return local
+
+    def tracer(frame, event, arg):
+        name = frame.f_code.co_filename
+        ours = name.startswith(repo) and os.sep + "tests" + os.sep not in name and ".venv" not in name
+        return local if ours else None
+
+    previous = sys.gettrace()
+    sys.settrace(tracer)
+    try:
+        fn()
+    finally:
+        sys.settrace(previous)
+    return lines

@@ -612,3 +612,23 @@ def test_identical_conversions_give_identical_bytes(tmp_path, capsys):
         assert cli.main(["convert", str(src), str(tmp_path / f"o{i}.safetensors"), "--to", "timm"]) == 0
         outputs.add((tmp_path / f"o{i}.safetensors").read_bytes())
     assert len(outputs) == 1
+
+
+def test_prefix_checks_are_linear_in_the_number_of_modules():
+    """A whole network's bundle holds thousands of modules: the nesting check looks each prefix's ancestors
+    up instead of comparing every pair (lines of attnport code counted, never timed)."""
+    from attnport.checkpoint import CheckpointError, _check_prefixes
+
+    from helpers import lines_run
+
+    def error(message):
+        return CheckpointError("x.safetensors", message)
+
+    def prefixes(n):
+        return [f"layer{i // 4}.{i % 4}.se" for i in range(n)]
+
+    small, big = (lines_run(lambda n=n: _check_prefixes(prefixes(n), error)) for n in (500, 5000))
+    assert big <= 12 * small, (small, big)
+    with pytest.raises(CheckpointError, match="'layer3.1.se.x' lies inside module 'layer3.1.se'"):
+        _check_prefixes(prefixes(5000) + ["layer3.1.se.x"], error)
+    _check_prefixes(["a", "a-b", "a_b.c", "ab.c"], error)  # siblings that share characters are not nested

@@ -10,6 +10,7 @@ import attnport
 import reference
 from attnport import cli
 
+from helpers import lines_run
 from helpers import run_cli as run
 
 BUNDLE = {
@@ -313,9 +314,6 @@ def test_the_same_errors_reach_the_shell_without_a_traceback(timm_file):
 
 # --- discovery is linear in the number of modules (operations counted, never timed) ---------------------------
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(attnport.__file__)))
-
-
 class CountingKey(str):
     """A state-dict key that counts the comparisons made with it (``==``, list.index, startswith, endswith)."""
 
@@ -338,28 +336,8 @@ class CountingKey(str):
 
 def operations(fn) -> int:
     """The Python lines attnport and reference run during ``fn()``, plus the key comparisons made."""
-    import sys
-
-    lines = 0
-
-    def local(frame, event, arg):
-        nonlocal lines
-        lines += event == "line"
-        return local
-
-    def tracer(frame, event, arg):
-        name = frame.f_code.co_filename
-        ours = name.startswith(REPO) and os.sep + "tests" + os.sep not in name and ".venv" not in name
-        return local if ours else None
-
     CountingKey.calls = 0
-    previous = sys.gettrace()
-    sys.settrace(tracer)
-    try:
-        fn()
-    finally:
-        sys.settrace(previous)
-    return lines + CountingKey.calls
+    return lines_run(fn) + CountingKey.calls
 
 
 def many_modules(kind: str, n: int) -> dict:

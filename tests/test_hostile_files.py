@@ -549,7 +549,23 @@ def test_cli_prints_the_non_finite_warning(tmp_path):
     done = subprocess.run([sys.executable, "-m", "attnport", "inspect", str(path)], capture_output=True,
                           text=True, timeout=120, cwd=REPO)
     assert done.returncode == 0 and "Traceback" not in done.stderr
-    assert "NonFiniteWarning" in done.stderr and "blk.fc1.weight: 3 NaN, 1 Inf" in done.stderr
+    warning = [line for line in done.stderr.splitlines() if "non-finite" in line]
+    assert len(warning) == 1 and warning[0].startswith(f"attnport: warning: {path}: non-finite weights in 2 tensor")
+    assert "blk.fc1.weight: 3 NaN, 1 Inf" in warning[0]
+    assert "NonFiniteWarning" not in done.stderr and ".py:" not in done.stderr  # no Python source line
+
+
+def test_ctrl_c_while_reading_exits_130_without_a_traceback(tmp_path, monkeypatch, capsys):
+    from attnport import cli, convert
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(convert, "read_weights", interrupted)
+    path = tmp_path / "w.safetensors"
+    attnport.save(path, {"m": (reference.SE(8), reference.SE(8).init_params())})
+    assert cli.main(["inspect", str(path)]) == 130
+    assert capsys.readouterr().err == "attnport: interrupted\n"
 
 
 # --------------------------------------------------------------------------- signals during a write
@@ -637,7 +653,7 @@ def test_cli_sigint_ends_without_a_traceback(tmp_path, old_target, start_writer)
     proc, target = start_writer("cli", src)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 2 and "Traceback" not in stderr
+    assert proc.returncode == 130 and "Traceback" not in stderr  # the shell's convention for Ctrl-C
     assert f"attnport: {target}: interrupted by SIGINT; nothing was written" in stderr
     assert sorted(os.listdir(tmp_path)) == ["out.safetensors", "src.safetensors"]
     assert target.read_bytes() == old_target
