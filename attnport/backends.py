@@ -23,7 +23,7 @@ class Backend:
     package: str       # attnport's implementation package
     requires: str      # the import that must be installed
     layout: str        # weight layout key in reference.layout ("torch" | "keras" | "flax")
-    title: str         # how README's tables name it
+    title: str         # how the docs' tables name it
     module_root: str   # the top-level package a module of this framework comes from
     base_class: tuple  # (prefix, suffix) of the qualified name of the framework's module base class
 

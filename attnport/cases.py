@@ -31,7 +31,7 @@ SE_SPECS = [
     reference.SE(16, activation="hard_swish", gate="hard_sigmoid_keras2"),
     reference.SE(16, activation="gelu"),
     reference.SE(16, activation="gelu_tanh", gate="hard_sigmoid_keras2", bias=False),
-    # presets (README "Presets")
+    # presets (docs/reference/modules.md "Presets")
     _preset("SE.paper(256)"),
     _preset("SE.timm(200)"),
     _preset('SE.torchvision(40, squeeze_channels=10, activation="silu")'),

@@ -3,7 +3,7 @@
 Format (version 1)
 ------------------
 A standard safetensors file (8-byte little-endian header length, a JSON header, raw little-endian
-tensor bytes). Tensors are the modules' canonical parameters (README "Canonical weight table"),
+tensor bytes). Tensors are the modules' canonical parameters (docs/reference/weights.md),
 keyed ``f"{prefix}.{name}"``, e.g. ``layer1.0.se.fc1.weight``; the prefix ``""`` stands for a file
 holding a single module, whose keys are then the bare canonical names (``fc1.weight``). The header's
 ``__metadata__`` (string -> string, as safetensors requires) holds:
@@ -35,7 +35,7 @@ turns each tensor's raw little-endian bytes into an array with its own dtype tab
 is ``ml_dtypes.bfloat16`` (and the float8 codes are ml_dtypes' float8 types). No hand-written
 header, no uint16 views, no side-channel metadata.
 
-Safety and integrity (README "Checkpoint files")
+Safety and integrity (docs/how-to/convert-a-checkpoint.md "Checkpoint files")
 ------------------------------------------------
 - Nothing is ever unpickled: only safetensors is read, and a file that is not safetensors (a pickle,
   a zip from ``torch.save`` or ``.keras``, HDF5, ``.npy``) is refused by its first bytes with a

@@ -152,7 +152,7 @@ def _titled(title: str, **kw):
 
 
 def _diff_table(result):
-    """The module x tensor table of `attnport diff` (README, "Comparing checkpoints")."""
+    """The module x tensor table of `attnport diff` (docs/how-to/convert-a-checkpoint.md "Comparing checkpoints")."""
     from rich.markup import escape
 
     table = _titled("attnport diff: B against A, module by module")

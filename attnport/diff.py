@@ -11,8 +11,8 @@ where its values compare equal. NaN and infinite values are counted per tensor a
 
 Two files are *equal* only if something was compared and nothing was left out: a module either
 file holds but attnport cannot read (``unresolved``) makes the result incomplete, not equal, and
-two files with no readable attention module at all are refused as bad input (README, "Comparing
-checkpoints").
+two files with no readable attention module at all are refused as bad input (docs/how-to/convert-a-checkpoint.md,
+"Comparing checkpoints").
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Every reader returns a flat ``{key: np.ndarray}`` plus the file's metadata (empty where the
 format has none). Nothing here unpickles arbitrary objects or opens ``.keras`` archives. Every file
 is hostile until checked: only regular files are opened, and sizes a file states are checked
-against what it can hold before anything is read (README "Resource bounds", `attnport.limits`).
+against what it can hold before anything is read (docs/how-to/convert-a-checkpoint.md "Resource bounds", `attnport.limits`).
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def read_weights(path, keras_model: str | None = None) -> tuple[dict[str, np.nda
     ``.weights.h5`` belongs to. Such a file names variables ``layers/<auto name>/vars/<i>``, not by
     layer name, so the weights are loaded into that architecture and read back by variable path.
 
-    Every file is treated as hostile (README "Checkpoint files", "Resource bounds"): it must be a
+    Every file is treated as hostile (docs/how-to/convert-a-checkpoint.md "Checkpoint files", "Resource bounds"): it must be a
     regular file, and what it states is checked against its size before anything is read. Warns
     `NonFiniteWarning` for NaN/Inf weights.
     """
@@ -183,7 +183,7 @@ def _checked_datasets(path, h5py, h5, file_size: int) -> list:
 
     Refused, all listed in one `BadInput`: soft and external links (never followed), external
     storage, virtual datasets, non-numeric dtypes, filters that are not HDF5's own, and stated sizes
-    the file cannot hold (README "Resource bounds"). Nothing is read here.
+    the file cannot hold (docs/how-to/convert-a-checkpoint.md "Resource bounds"). Nothing is read here.
     """
     problems, found = [], []
 

@@ -1,4 +1,4 @@
-"""Resource bounds for reading untrusted weight files (README "Checkpoint files", "Resource bounds").
+"""Resource bounds for reading untrusted weight files (docs/how-to/convert-a-checkpoint.md "Checkpoint files", "Resource bounds").
 
 A reader checks what a file *states* (dataset shapes, zip member sizes) against what the file can
 hold before it reads anything, so a small file cannot make attnport allocate or decompress gigabytes.

@@ -1,4 +1,4 @@
-"""Markdown tables for README, generated from `reference` so the manual cannot drift from the code."""
+"""Markdown tables for the docs pages, generated from `reference` so the manual cannot drift from the code."""
 from __future__ import annotations
 
 import reference

@@ -10,7 +10,7 @@ What it does, in order:
 1. **Framework.** Found from ``type(candidate).__module__`` and its MRO (``torch.*``, ``keras.*``,
    ``flax.nnx.*``); a framework that is not already in ``sys.modules`` is never imported. Anything else
    that is callable is a plain function ``f(x: np.ndarray, params: dict) -> np.ndarray`` taking the
-   canonical params (README "Canonical weight table"). Anything else is a `BadCandidate`.
+   canonical params (docs/reference/weights.md). Anything else is a `BadCandidate`.
 2. **Weights.** ``spec.init_params(seed)`` in the candidate's dtype. With ``loader``, ``loader(candidate,
    params)`` puts them in. Without, each canonical parameter, in ``spec.param_table()`` order, goes to the
    first unused native variable (torch ``named_parameters()`` then floating buffers, Keras ``layer.weights``,
@@ -71,7 +71,7 @@ FORMATS = ("channels_last", "channels_first")
 NO_EXPLANATION = "no known bug explains this"
 UNMAPPED_NOTE = ("No canonical parameter maps to these; each was set to other values, the battery re-run, and "
                  "the value put back. One that changes the output fails the port.")
-MAX_BYTES = 2 * 2 ** 30  # verify refuses a spec whose estimated working set is larger (README "Verifying your port")
+MAX_BYTES = 2 * 2 ** 30  # verify refuses a spec whose estimated working set is larger (docs/how-to/verify-a-port.md)
 PARAM_COPIES = 4  # the params as drawn, in float64, in the candidate, and one alternative's changed copy
 INPUT_COPIES = 8  # per input: the battery, two formats in the candidate's dtype, the candidate's copy, its
                   # output, the oracle's output with its temporaries, one perturbed run
@@ -249,8 +249,7 @@ def estimated_bytes(spec) -> int:
 
 
 def check_size(spec) -> None:
-    """Raise `SpecTooLarge` when ``spec``'s estimated working set passes `MAX_BYTES` (README "Verifying your
-    port")."""
+    """Raise `SpecTooLarge` when ``spec``'s estimated working set passes `MAX_BYTES` (docs/how-to/verify-a-port.md)."""
     need = estimated_bytes(spec)
     if need > MAX_BYTES:
         raise SpecTooLarge(f"{spec!r} needs about {need / 2 ** 30:,.1f} GiB to verify, over verify's memory bound "
@@ -739,7 +738,7 @@ CATALOGUE = (
 
 def _tol(dtype, x):
     """``reference.tolerance(dtype)`` with ``atol`` times ``max(1, max|x| / 4)``: the policy's bound is derived
-    for |x| up to 4 (README "Tolerance policy") and the absolute error grows with |x|, so only inputs
+    for |x| up to 4 (docs/explanation/tolerance.md) and the absolute error grows with |x|, so only inputs
     beyond unit scale (the x100 one) are widened."""
     t = reference.tolerance(dtype)
     return reference.Tolerance(t.rtol, t.atol * max(1.0, float(np.abs(x).max()) / 4.0))

@@ -71,7 +71,7 @@ class CBAM(SpecBase):
             self._set(field, float(v))
         self._set("gate", activations.canonical_name(self.gate, activations.GATES, "gate"))
 
-    # --- presets (README "Presets"; upstream: timm/layers/cbam.py, Jongchan/attention-module MODELS/cbam.py) ---
+    # --- presets (docs/reference/modules.md "Presets"; upstream: timm/layers/cbam.py, Jongchan/attention-module MODELS/cbam.py) ---
     @classmethod
     def official(cls, channels: int) -> "CBAM":
         """Jongchan/attention-module: Linear MLP with bias, width C // 16, cat(max, mean), 7x7 conv,

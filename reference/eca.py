@@ -71,7 +71,7 @@ class ECA(SpecBase):
             self._set("kernel_size", check_odd_kernel("kernel_size", self.kernel_size))
         check_choice("padding_mode", self.padding_mode, PADDING_MODES)
 
-    # --- presets (README "Presets"; upstream: timm/layers/eca.py, BangguWu/ECANet models/eca_module.py) ---
+    # --- presets (docs/reference/modules.md "Presets"; upstream: timm/layers/eca.py, BangguWu/ECANet models/eca_module.py) ---
     @classmethod
     def paper(cls, channels: int) -> "ECA":
         """The paper's and the article's rule: k from `eca_kernel_size`, zero padding."""

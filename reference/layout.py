@@ -34,7 +34,7 @@ class Native:
     perm: tuple | None = None
 
 
-# kind -> framework -> Native (README "Canonical weight table"): torch->Keras/Flax is .T for linear, (2,1,0) for conv1d.
+# kind -> framework -> Native (docs/reference/weights.md): torch->Keras/Flax is .T for linear, (2,1,0) for conv1d.
 KIND_LAYOUTS: dict[str, dict[str, Native]] = {
     "linear": {"torch": Native("weight"), "keras": Native("kernel", (1, 0)), "flax": Native("kernel", (1, 0))},
     "conv1d": {"torch": Native("weight"), "keras": Native("kernel", (2, 1, 0)),

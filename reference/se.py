@@ -50,7 +50,7 @@ class SE(SpecBase):
         if not isinstance(self.bias, bool):
             raise TypeError(f"bias must be True or False, got {self.bias!r}")
 
-    # --- presets (README "Presets"; upstream: timm/layers/squeeze_excite.py, torchvision/ops/misc.py) ---
+    # --- presets (docs/reference/modules.md "Presets"; upstream: timm/layers/squeeze_excite.py, torchvision/ops/misc.py) ---
     @classmethod
     def article(cls, channels: int) -> "SE":
         """The article's Keras code: ratio 4, ReLU, sigmoid."""

@@ -18,7 +18,7 @@ def check_int(field: str, value, minimum: int) -> int:
 
 
 def check_odd_kernel(field: str, k) -> int:
-    """A positive odd integer: 'same' padding is symmetric only for odd kernels (README "The modules")."""
+    """A positive odd integer: 'same' padding is symmetric only for odd kernels (docs/reference/modules.md "The modules")."""
     if isinstance(k, bool) or not isinstance(k, numbers.Integral):
         raise ValueError(f"{field} must be a positive odd integer, got {k!r} ({type(k).__name__})")
     if k < 1 or k % 2 == 0:

@@ -1,11 +1,11 @@
-"""The tolerance policy: one table, read by the tests, `attnport check` and README.
+"""The tolerance policy: one table, read by the tests, `attnport check` and the docs.
 
 A result ``y`` passes against the float64 oracle ``ref`` when, elementwise,
 ``|y - ref| <= atol + rtol * |ref|``, with ``rtol = atol = K * u(acc) + K_ROUND * u(dtype)``:
 ``u`` is a unit roundoff (half the machine epsilon), ``acc`` the accumulation dtype
 (`reference.dtypes`), ``K = 128`` bounds the accumulated computation and ``K_ROUND = 4``
 the few roundings to a half-precision input dtype (counted only when it differs from
-``acc``). README derives both. Two backends are compared with twice the bound.
+``acc``). docs/explanation/tolerance.md derives both. Two backends are compared with twice the bound.
 """
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def test_bn_epsilon_and_momentum_reach_the_native_layer(backend):
     eps = {"torch": lambda: bn.eps, "tf": lambda: bn.epsilon, "jax": lambda: bn.epsilon}[backend]()
     momentum = {"torch": lambda: bn.momentum, "tf": lambda: bn.momentum, "jax": lambda: bn.momentum}[backend]()
     assert eps == 1e-3
-    # torch's momentum m is Keras'/Flax's 1 - m (README "Presets", reference.bn_momentum)
+    # torch's momentum m is Keras'/Flax's 1 - m (docs/reference/modules.md "Presets", reference.bn_momentum)
     assert momentum == pytest.approx(0.01 if backend == "torch" else 0.99, abs=1e-15)
 
 

@@ -1,45 +1,53 @@
-"""README must state what the code does: weight table, tolerance table, commands."""
+"""README and the docs site must state what the code does: the generated tables, the commands, runnable
+examples, and a site that builds strictly."""
 import pathlib
+import re
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 import reference
 from attnport import tables
 
-README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+ROOT = pathlib.Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text()
+DOCS = {str(p.relative_to(ROOT / "docs")): p.read_text() for p in sorted((ROOT / "docs").rglob("*.md"))}
 
 
-def test_readme_weight_table_is_current():
-    assert tables.weight_table() in README
+def test_weight_table_is_current():
+    assert tables.weight_table() in DOCS["reference/weights.md"]
 
 
-def test_readme_tolerance_table_is_current():
-    assert tables.tolerance_table() in README
+def test_tolerance_table_is_current():
+    assert tables.tolerance_table() in DOCS["explanation/tolerance.md"]
 
 
-def test_readme_bench_tables_are_the_committed_runs():
-    """The "Choosing a backend" tables are generated from the committed runs in benchmarks/results."""
+def test_bench_tables_are_the_committed_runs():
+    """"Pick a backend" is generated from the committed runs in benchmarks/results, prose included."""
     import json
 
     from attnport.bench import readme_section, report
 
-    results = pathlib.Path(__file__).parents[1] / "benchmarks" / "results"
+    page = DOCS["how-to/pick-a-backend.md"]
+    results = ROOT / "benchmarks" / "results"
     for name in ("large.json", "large_hugepages.json"):
         run = json.loads((results / name).read_text())
-        assert report.markdown(run, modules=("SE", "ECA", "CBAM")) in README, name
+        assert report.markdown(run, modules=("SE", "ECA", "CBAM")) in page, name
         assert run["meta"]["sizes"] == {"large": [32, 56, 56, 256]} and run["meta"]["repeats"] >= 10, name
         assert not any(r["below_floor"] for r in run["rows"]), name  # a ratio below 1 means the floor is wrong
     run = json.loads((results / "large.json").read_text())
-    assert report.targets_markdown(run) in README and report.bandwidth_markdown(run) in README
-    assert (results / "large.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "benchmarks/results/large.png" in README
-    assert readme_section.section() in README  # the prose's numbers too
+    assert report.targets_markdown(run) in page and report.bandwidth_markdown(run) in page
+    assert (ROOT / "docs" / "assets" / "benchmarks" / "large.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](../assets/benchmarks/large.png)" in page
+    assert readme_section.section() == page
 
 
-def test_bench_page_tables_are_the_committed_runs():
+def test_bench_method_tables_are_the_committed_runs():
     from attnport.bench import readme_section
 
-    page = (pathlib.Path(__file__).parents[1] / "benchmarks" / "README.md").read_text()
+    page = DOCS["explanation/benchmark-method.md"]
     blocks = readme_section.page_blocks()
     assert set(blocks) == {"cache_floor", "noise", "targets"}
     assert readme_section.rewrite_blocks(page, blocks) == page
@@ -63,14 +71,39 @@ def test_tolerance_follows_the_documented_derivation():
     assert reference.tolerance("float32").atol <= 1e-5
 
 
-def test_readme_commands():
-    for command in ('pip install -e ".[all]" && attnport check', 'pip install -e ".[all,test]" && pytest'):
+def test_readme_commands_are_what_ci_runs():
+    for command in ('pip install -e ".[all]" && attnport check', 'pip install -e ".[all,test]" && pytest -n 2'):
         assert command in README
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert 'pip install --quiet -e ".[all,test]"' in ci and re.search(r"^pytest -n 2 ", ci, re.M)
 
 
-def _python_blocks():
+def test_readme_stays_a_front_door():
+    """README gets people started and links to the manual: about 150 lines, and every docs page it names
+    exists."""
+    assert len(README.splitlines()) <= 160
+    for path in re.findall(r"`(docs/[\w/.-]+\.md)`", README):
+        assert (ROOT / path).is_file(), path
+
+
+def test_the_extras_never_pin_torch():
+    """A CPU build of torch and torchvision installed first must satisfy every extra: no extra pins them,
+    caps them or asks for a CUDA package."""
+    import tomllib
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for name, requirements in extras.items():
+        for requirement in requirements:
+            package = re.match(r"[A-Za-z0-9_.-]+", requirement).group(0).lower()
+            if package in ("torch", "torchvision"):
+                assert re.fullmatch(r"(torch|torchvision)(>=[\d.]+)?", requirement), (name, requirement)
+            assert not package.startswith("nvidia"), (name, requirement)
+    assert "attnport[docs]" in extras["test"] and any(r.startswith("pytest-xdist") for r in extras["test"])
+
+
+def _python_blocks(text):
     blocks, inside, current = [], False, []
-    for line in README.splitlines():
+    for line in text.splitlines():
         if line.strip() == "```python":
             inside, current = True, []
         elif line.strip() == "```" and inside:
@@ -81,29 +114,48 @@ def _python_blocks():
     return blocks
 
 
-def test_readme_python_examples_run():
+PAGES_WITH_CODE = ["README.md"] + [name for name, text in DOCS.items() if "```python" in text]
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE)
+def test_python_examples_run(page):
+    """Every Python block of README and of each docs page runs, in order, in one namespace per page."""
     from helpers import get_bridge
     for name in ("torch", "tf", "jax"):
         get_bridge(name)  # skip (only) when a framework is missing
-    blocks = _python_blocks()
-    assert len(blocks) >= 5
-    for i, block in enumerate(blocks):
-        namespace = {}
+    text = README if page == "README.md" else DOCS[page]
+    namespace = {}
+    for i, block in enumerate(_python_blocks(text)):
         try:
-            exec(compile(block, f"README.md python block {i}", "exec"), namespace)
+            exec(compile(block, f"{page} python block {i}", "exec"), namespace)
         except Exception as exc:  # noqa: BLE001 - report which block broke
-            raise AssertionError(f"README python block {i} fails: {exc!r}\n{block}") from exc
+            raise AssertionError(f"{page} python block {i} fails: {exc!r}\n{block}") from exc
 
 
-def test_readme_peer_key_tables_are_current():
+def test_the_code_examples_are_many():
+    assert len(_python_blocks(README)) >= 5 and len(PAGES_WITH_CODE) >= 5
+
+
+def test_peer_key_tables_are_current():
     from reference import peers
 
     for layout in peers.PEER_LAYOUTS.values():
-        assert layout.key_table() in README
+        assert layout.key_table() in DOCS["reference/peer-key-tables.md"]
 
 
-def test_readme_lists_every_verify_catalogue_entry():
+def test_docs_list_every_verify_catalogue_entry():
     from attnport import verification
 
     for entry in verification.CATALOGUE:
-        assert f"| `{entry.name}` |" in README
+        assert f"| `{entry.name}` |" in DOCS["how-to/verify-a-port.md"]
+
+
+def test_the_docs_site_builds_strictly(tmp_path):
+    """`mkdocs build --strict`: a broken link, a missing page or an API entry that no longer exists fails."""
+    pytest.importorskip("mkdocs")
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert (tmp_path / "site" / "reference" / "api" / "index.html").is_file()
+    api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
+    assert "eca_kernel_size" in api or "kernel_size" in api  # the API page holds the docstrings

@@ -1,6 +1,6 @@
 """Every backend accepts the same arrays, whatever their byte order, strides or flags, and gives the
 result it gives for a plain copy; a refused or failed load leaves the module bit for bit as it was;
-an empty batch gives an empty result (README: Moving weights between frameworks, Dtypes)."""
+an empty batch gives an empty result (docs/how-to/move-weights.md, docs/explanation/tolerance.md "Dtypes")."""
 import numpy as np
 import pytest
 

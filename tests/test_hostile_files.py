@@ -1,4 +1,4 @@
-"""Hostile weight files (README "Checkpoint files" and its "Resource bounds"): every reader refuses
+"""Hostile weight files (docs/how-to/convert-a-checkpoint.md "Checkpoint files" and its "Resource bounds"): every reader refuses
 what it cannot read safely with an error naming the file and the offending key, and the CLI exits 2
 with that message and nothing written.
 
@@ -675,8 +675,8 @@ def test_sigkill_leftovers_do_not_outlive_the_next_write(tmp_path, old_target, s
     assert list(attnport.load(target)) == ["new"]
 
 
-def test_readme_states_the_bounds():
-    text = (REPO / "README.md").read_text()
+def test_docs_state_the_bounds():
+    text = (REPO / "docs" / "how-to" / "convert-a-checkpoint.md").read_text()
     section = text[text.index("### Resource bounds"):text.index("## Converting weights")]
     assert section.count(f"**{limits.MAX_EXPANSION}×**") == 2
     assert all(name in section for name in limits.H5_BUILTIN_FILTERS.values())

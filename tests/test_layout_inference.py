@@ -1,6 +1,6 @@
 """The command line infers what a file holds: its layout from its keys, and a class's preset from the network.
 
-README "Converting weights": a state dict that does not declare its layout is read in the one peer
+docs/how-to/convert-a-checkpoint.md "Converting weights": a state dict that does not declare its layout is read in the one peer
 layout its keys fit (else the candidates are listed with ``--from``); where the rest of the state
 dict identifies the network family, the preset of its ``SqueezeExcite`` / ``SqueezeExcitation``
 modules is inferred (else the message names ``--preset`` and its values). The expected modules and

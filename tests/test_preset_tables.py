@@ -1,7 +1,7 @@
 """Preset tables for SE, ECA and CBAM, and spot values of make_divisible.
 
 Every expected number below was worked out by hand from the rule as the upstream source
-states it (the file is named above each table), not from attnport's code. README "Presets"
+states it (the file is named above each table), not from attnport's code. docs/reference/modules.md "Presets"
 summarises the same facts. The tables are literal on purpose: a wrong preset has to
 disagree with a number a person can check, not with a second copy of the same rule.
 """
@@ -77,7 +77,7 @@ def test_make_divisible_defaults_are_divisor_8_and_the_10_percent_rule():
 
 
 # --- SE reduced widths ------------------------------------------------------------------
-# article (the article's Keras code, README "The modules"): ratio 4, max(1, C // 4).
+# article (the article's Keras code, docs/reference/modules.md "The modules"): ratio 4, max(1, C // 4).
 SE_ARTICLE = {16: 4, 24: 6, 32: 8, 40: 10, 64: 16, 96: 24, 100: 25, 128: 32, 200: 50,
               256: 64, 512: 128, 1024: 256, 2048: 512}
 # paper / timm legacy timm/models/senet.py: max(1, C // 16).

@@ -1,4 +1,4 @@
-"""torch's own tools accept the torch blocks, as they accept timm's layers (README "Compiled paths").
+"""torch's own tools accept the torch blocks, as they accept timm's layers (docs/explanation/frameworks.md "Compiled paths").
 
 - ``torch.fx.symbolic_trace`` and ``torch.jit.script``: every spec of the shared case list, float32, both
   memory formats; a few in float64 and bfloat16. The result equals eager bit for bit.

@@ -396,8 +396,8 @@ def test_the_memory_estimate_counts_the_battery_and_params(spec):
     verification.check_size(spec)  # real specs are far below the bound
 
 
-def test_readme_states_the_memory_bound():
-    README = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+def test_docs_state_the_memory_bound():
+    README = (pathlib.Path(__file__).parents[1] / "docs" / "how-to" / "verify-a-port.md").read_text()
     assert f"passes {verification.MAX_BYTES / 2 ** 30:g} GiB (`verification.MAX_BYTES`)" in README
     assert (f"{verification.PARAM_COPIES} × the canonical parameter count + {verification.INPUT_COPIES} × the"
             in README)

@@ -19,7 +19,7 @@ class CBAMBlock(nn.Module):
     ``gate`` is a parameter-free module (`torch_impl.activations`).
 
     ``forward`` is plain tensor code, like timm/layers/cbam.py: it FX-traces, scripts, exports and
-    compiles (README "Compiled paths"). `fast_inference` is the opt-in CPU inference path.
+    compiles (docs/explanation/frameworks.md "Compiled paths"). `fast_inference` is the opt-in CPU inference path.
     """
 
     __jit_ignored_attributes__ = ["spec"]
@@ -100,7 +100,7 @@ class CBAMBlock(nn.Module):
         transparent huge pages (`torch_impl.fast.fresh_like`), which torch's ``THP_MEM_ALLOC_ENABLE=1``
         (read once at start-up) gives every allocation instead.
 
-        For batched CPU inference of large activations (README "Choosing a backend"); keep ``forward``
+        For batched CPU inference of large activations (docs/how-to/pick-a-backend.md); keep ``forward``
         for training, autograd, other devices, and anything that traces, scripts, exports or compiles
         the module. Needs eval mode (BatchNorm then uses running statistics, so blocks are independent)
         and a plain strided CPU tensor: raises ValueError otherwise.

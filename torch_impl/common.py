@@ -1,7 +1,7 @@
 """What the torch modules share: input checks and the dtype policy of `reference.dtypes`.
 
 Everything here is plain tensor code that ``torch.fx.symbolic_trace``, ``torch.jit.script``,
-``torch.export`` and ``torch.compile`` accept (README "Compiled paths"); the opt-in CPU inference path
+``torch.export`` and ``torch.compile`` accept (docs/explanation/frameworks.md "Compiled paths"); the opt-in CPU inference path
 lives in `torch_impl.fast`.
 """
 from __future__ import annotations
@@ -96,7 +96,7 @@ class ChannelGateBlock(torch.nn.Module):
         autograd graph, whatever ``x.requires_grad`` and grad mode say, and returns an inference tensor.
         The output buffer asks the kernel for transparent huge pages (``madvise(MADV_HUGEPAGE)``,
         `torch_impl.fast.fresh_like`), so that writing a large output takes one page fault per 2 MiB
-        instead of per 4 KiB (README "Choosing a backend"). torch's own switch, the environment variable
+        instead of per 4 KiB (docs/how-to/pick-a-backend.md). torch's own switch, the environment variable
         ``THP_MEM_ALLOC_ENABLE=1`` (read once when torch starts), does that for every allocation of the
         process instead; with it set this path gains nothing over ``forward``.
 

@@ -18,7 +18,7 @@ class ECABlock(common.ChannelGateBlock):
     conv, or, for ``padding_mode="circular"``, a wrap-around copy of the channel axis first.
 
     ``forward`` is plain tensor code, like timm/layers/eca.py: it FX-traces, scripts, exports and
-    compiles (README "Compiled paths"). `fast_inference` is the opt-in CPU inference path.
+    compiles (docs/explanation/frameworks.md "Compiled paths"). `fast_inference` is the opt-in CPU inference path.
     """
 
     __jit_ignored_attributes__ = ["spec"]
@@ -47,7 +47,7 @@ class ECABlock(common.ChannelGateBlock):
         else:
             s = F.pad(s, (self._padding, self._padding))
         # The 1-channel conv as one small matrix-vector product: windows [N * C, k] @ taps [k]. Same sum as
-        # Conv1d, without its ~50-90 us fixed cost on a [N, 1, C] input (README "Choosing a backend"). The
+        # Conv1d, without its ~50-90 us fixed cost on a [N, 1, C] input (docs/how-to/pick-a-backend.md). The
         # windows are made 2-D explicitly: a 3-D ``@`` picks mv or bmm (two summation orders) by whether the
         # taps require grad, so forward would round differently under no_grad and under TorchScript.
         k = self._kernel_size

@@ -2,7 +2,7 @@
 
 Nothing here is reached from ``forward``: the default formulation allocates with torch's allocator and
 works on the whole batch, so autograd, ``torch.fx``, TorchScript, ``torch.export`` and ``torch.compile``
-see plain tensor ops (README "Compiled paths").
+see plain tensor ops (docs/explanation/frameworks.md "Compiled paths").
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ _PAGE = mmap.PAGESIZE
 # A memory-bound block that must visit a sample twice (CBAM: pool, then rescale) reads it back from the
 # CPU's cache instead of memory when it works on a block of samples small enough to stay cached. This is
 # a tuning value of the benchmark machine, not a fact of the spec: 2 MiB of L2 per core and a 32 MiB
-# shared L3 (AMD EPYC), where 4 MiB blocks measured best (README "Choosing a backend").
+# shared L3 (AMD EPYC), where 4 MiB blocks measured best (docs/how-to/pick-a-backend.md).
 CACHE_BLOCK_BYTES = 4 << 20
 
 
@@ -42,8 +42,8 @@ def fresh_like(x: torch.Tensor) -> torch.Tensor:
     """``torch.empty_like(x)`` whose pages, when it is large and on Linux, are transparent huge pages.
 
     torch's CPU allocator maps a large tensor with 4 KiB pages, so the first write to a fresh output takes a
-    page fault every 4 KiB: on the benchmark machine that costs several times the write itself (README
-    "Choosing a backend", ``python -m benchmarks.first_touch``). ``madvise(MADV_HUGEPAGE)`` on the
+    page fault every 4 KiB: on the benchmark machine that costs several times the write itself (docs/how-to/pick-a-backend.md,
+    ``python -m attnport.bench.first_touch``). ``madvise(MADV_HUGEPAGE)`` on the
     untouched buffer makes those faults 2 MiB each, as ``THP_MEM_ALLOC_ENABLE=1`` does for every torch
     allocation. A refused advice is harmless and ignored.
     """

@@ -18,7 +18,7 @@ class SEBlock(common.ChannelGateBlock):
     float16/bfloat16 inputs pool and run the MLP in float32 (`reference.dtypes`).
 
     ``forward`` is plain tensor code, like timm/layers/squeeze_excite.py: it FX-traces, scripts, exports
-    and compiles (README "Compiled paths"). `fast_inference` is the opt-in CPU inference path.
+    and compiles (docs/explanation/frameworks.md "Compiled paths"). `fast_inference` is the opt-in CPU inference path.
     """
 
     __jit_ignored_attributes__ = ["spec"]

@@ -1,6 +1,6 @@
 """The benchmark: cases (module x backend x mode x layout, plus peers), timing, the bandwidth floor, memory.
 
-Method (README "Choosing a backend", benchmarks/README.md):
+Method (docs/how-to/pick-a-backend.md, benchmarks/README.md):
 
 - processes: every framework is timed in this one process by default: with TensorFlow's and JAX's thread
   pools loaded beside torch, torch's times did not change (``python -m attnport.bench.noise``,
@@ -302,7 +302,7 @@ def _calls_per_round(fn) -> int:
 
 
 def _memory_system() -> dict:
-    """What decides the cost of a fresh output allocation on this machine (README "Choosing a backend")."""
+    """What decides the cost of a fresh output allocation on this machine (docs/how-to/pick-a-backend.md)."""
     try:
         thp = pathlib.Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text().strip()
     except OSError:

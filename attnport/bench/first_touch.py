@@ -3,7 +3,7 @@
     python -m attnport.bench.first_touch [--json]
     THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python -m attnport.bench.first_touch
 
-The measurement behind README "Choosing a backend": on the benchmark machine the kernel's page faults on a
+The measurement behind docs/how-to/pick-a-backend.md: on the benchmark machine the kernel's page faults on a
 fresh 103 MB output cost several times the write itself, which is what the modules' times are made of.
 Each case is ``y = 2 * x`` on the large bench tensor (float32, 32x56x56x256), median of interleaved rounds.
 """

@@ -1,9 +1,9 @@
-"""Rewrites README's "Choosing a backend" section and the generated tables of benchmarks/README.md from the
-committed runs in ``benchmarks/results``.
+"""Rewrites the docs page "Pick a backend" (docs/how-to/pick-a-backend.md) and the generated tables of
+"Benchmark method" (docs/explanation/benchmark-method.md) from the committed runs in ``benchmarks/results``.
 
-    attnport bench --size large --repeats 25 --json --plot benchmarks/results/large.png > benchmarks/results/large.json
+    attnport bench --size large --repeats 25 --json --plot docs/assets/benchmarks/large.png > benchmarks/results/large.json
     THP_MEM_ALLOC_ENABLE=1 GLIBC_TUNABLES=glibc.malloc.hugetlb=1 attnport bench --size large --repeats 25 --json \\
-        --plot benchmarks/results/large_hugepages.png > benchmarks/results/large_hugepages.json
+        --plot docs/assets/benchmarks/large_hugepages.png > benchmarks/results/large_hugepages.json
     python -m attnport.bench.first_touch --json > benchmarks/results/first_touch.json     (and the same with the switches)
     python -m attnport.bench.cache_floor --json > benchmarks/results/cache_floor.json
     python -m attnport.bench.noise --json > benchmarks/results/noise_small.json          (and --size large)
@@ -24,7 +24,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
 NOISE_RUNS = {"noise_small.json": "small, quiet machine", "noise_small_one_core_busy.json":
               "small, one core taken by a busy loop", "noise_large.json": "large, shared machine"}
-# benchmarks/README.md: a generated block sits between "<!-- generated: NAME -->" and "<!-- end: NAME -->"
+# docs/explanation/benchmark-method.md: a generated block sits between "<!-- generated: NAME -->" and "<!-- end: NAME -->"
 _BLOCK = re.compile(r"(<!-- generated: (\w+) -->\n)(.*?)(<!-- end: \2 -->)", re.S)
 
 
@@ -55,7 +55,7 @@ def noise_table(runs: dict) -> str:
 
 
 def page_blocks() -> dict:
-    """The generated blocks of benchmarks/README.md, by name."""
+    """The generated blocks of the benchmark method page, by name."""
     return {"cache_floor": cache_floor_table(load("cache_floor.json")),
             "noise": noise_table({title: load(name) for name, title in NOISE_RUNS.items()}),
             "targets": report.targets_explained()}
@@ -93,11 +93,11 @@ def section() -> str:
     j = lambda d, m: r(d, m, "jax", "compiled", "nhwc")  # noqa: E731
     t = lambda d, m: r(d, m, "tf", "compiled", "nhwc")  # noqa: E731
     floors = {k: r(big, k, "torch", "eager", "nchw")["floor_s"] * 1e3 for k in ("SE", "CBAM")}
-    return f'''## Choosing a backend
+    return f'''# Pick a backend
 
-### The benchmark: `attnport bench`
+## The benchmark: `attnport bench`
 
-`attnport bench` (code in `attnport/bench/`, full method in `benchmarks/README.md`) times every module (SE,
+`attnport bench` (code in `attnport/bench/`, full method in [Benchmark method](../explanation/benchmark-method.md)) times every module (SE,
 ECA, CBAM: the article defaults and the timm presets) in every installed backend and mode, beside the
 peers and the memory-bandwidth floor, all in one run:
 
@@ -113,14 +113,14 @@ peers and the memory-bandwidth floor, all in one run:
   last-level cache. Each case's ratio is paired with the copy of its own round. A ratio below 1 cannot
   happen for a streaming formulation: the report says "below floor: floor wrong" instead of printing it.
   A tensor whose input and output fit in the last-level cache has no memory floor ("no floor"): on this
-  machine tiny, small and medium (`benchmarks/README.md` "Floor" has the copy bandwidth per size).
+  machine tiny, small and medium ([Benchmark method](../explanation/benchmark-method.md#floor) has the copy bandwidth per size).
 - **Method:** threads set explicitly and equally in every framework (`--threads`, default: the CPUs
   available); a first call (compile) timed apart, warm-up, then interleaved rounds, each timing every
   bandwidth kernel and every case once (as back-to-back calls for about 10 ms), so that a slow spell of a
   shared machine hits every case of a round alike. Median and IQR; a case whose IQR exceeds 30 % of its
   median is flagged "noisy". Every framework runs in the one process: with TensorFlow's and JAX's thread
   pools loaded beside torch, torch's times did not move (`python -m attnport.bench.noise`,
-  `benchmarks/README.md` "Noise"); `--isolate` times each framework in a process of its own.
+  [Benchmark method](../explanation/benchmark-method.md#noise)); `--isolate` times each framework in a process of its own.
 - **Peers**, each compared only with rows of its own framework: timm `SEModule`/`EcaModule`/`CbamModule`
   for every torch row (timm's eager for `fast_inference`), torchvision `SqueezeExcitation`, and a Keras
   applications-style functional SE block for TF SE. TF ECA/CBAM and every JAX row have no peer of their
@@ -145,7 +145,7 @@ its flags on a synthetic run, pairing, the targets' arithmetic, the plot, `--qui
 
 {report.targets_explained()}
 
-### Results on the benchmark machine
+## Results on the benchmark machine
 
 A 2-core AMD EPYC VM (2 MiB L2 per core, 32 MiB L3, 24 GiB), Linux transparent huge pages in `madvise`
 mode, float32, 2 threads everywhere, large size (N, H, W, C) = (32, 56, 56, 256); torch {v['torch']},
@@ -159,7 +159,7 @@ read ratios, not milliseconds.
 
 {report.markdown(big, modules=("SE", "ECA", "CBAM"))}
 
-![time / floor per module, backend and mode](benchmarks/results/large.png)
+![time / floor per module, backend and mode](../assets/benchmarks/large.png)
 
 **The targets, read from this run** (peak extra memory in full-size tensors):
 
@@ -167,7 +167,7 @@ read ratios, not milliseconds.
 
 {_missed_text(missed, big, huge)}
 
-### Why: a fresh output costs more than the work
+## Why: a fresh output costs more than the work
 
 Every module returns a new tensor, and on this machine the first write to fresh memory dominates.
 `python -m attnport.bench.first_touch` (`benchmarks/results/first_touch*.json`) times `y = 2 * x` on the
@@ -205,7 +205,7 @@ TensorFlow's allocator ignores both):
 
 {report.markdown(huge, modules=("SE", "ECA", "CBAM"))}
 
-### Which backend and mode
+## Which backend and mode
 
 - **PyTorch, CPU inference:** call `fast_inference(x)` where a block's speed matters and nothing needs
   to trace it; for a whole network start the process with `THP_MEM_ALLOC_ENABLE=1`, which speeds every
@@ -221,7 +221,7 @@ TensorFlow's allocator ignores both):
 - **Training** (autograd graph, BN batch statistics) runs the plain formulation in every backend: the
   peers' arithmetic at the peers' speed.
 
-### What each module costs
+## What each module costs
 
 T = N·H·W·C elements, R the reduced width, k the kernel size (FLOPs count a multiply-add as 2):
 
@@ -343,13 +343,13 @@ def _missed_text(missed, big, huge) -> str:
     return "\n".join(lines)
 
 
+PICK_PAGE = ROOT / "docs" / "how-to" / "pick-a-backend.md"
+METHOD_PAGE = ROOT / "docs" / "explanation" / "benchmark-method.md"
+
+
 def main() -> None:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("## Choosing a backend\n")
-    end = text.index("## Commands\n")
-    (ROOT / "README.md").write_text(text[:start] + section() + "\n" + text[end:])
-    page = ROOT / "benchmarks" / "README.md"
-    page.write_text(rewrite_blocks(page.read_text(), page_blocks()))
+    PICK_PAGE.write_text(section())
+    METHOD_PAGE.write_text(rewrite_blocks(METHOD_PAGE.read_text(), page_blocks()))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Printing a `core.run_bench` result: a rich table, JSON, markdown, a bar chart of the ratio to the floor, and
-the targets read from a run (``targets``; README "Choosing a backend")."""
+the targets read from a run (``targets``; docs/how-to/pick-a-backend.md)."""
 from __future__ import annotations
 
 import json
@@ -189,7 +189,7 @@ def _cell(row) -> str:
 
 def markdown(result: dict, modules=None) -> str:
     """A markdown table, one line per module x backend x layout: each mode's median time, ratio to the floor and
-    (paired) to the matching peer, flags, and the peak extra memory. README's "Choosing a backend" tables.
+    (paired) to the matching peer, flags, and the peak extra memory. docs/how-to/pick-a-backend.md tables.
     A mode a backend does not have is "n/a" (fast_inference is torch_impl's)."""
     rows = [r for r in result["rows"] if modules is None or r["module"] in modules]
     modes = [m for m in MODE_TITLES if m in result["meta"].get("modes", MODE_TITLES)]

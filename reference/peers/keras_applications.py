@@ -12,7 +12,7 @@ keys -- load the file into the model (``model.load_weights``) and read the model
 | block (file) | prefix | keys after ``prefix + "_"`` | facts |
 |---|---|---|---|
 | EfficientNet / EfficientNetV2 ``block()`` (``efficientnet.py``, ``efficientnet_v2.py``) | ``block2a`` | ``se_reduce/kernel`` [1, 1, C, R], ``se_reduce/bias`` [R], ``se_expand/kernel`` [1, 1, R, C], ``se_expand/bias`` [C] | `reference.SE.efficientnet`: ``activation="swish"`` (SiLU), ``"sigmoid"``; R = max(1, int(filters_in * 0.25)) read from the kernel |
-| MobileNetV3 ``_se_block()`` (``mobilenet_v3.py``) | ``expanded_conv`` (block 0), ``expanded_conv_1``, ... | ``squeeze_excite_conv/kernel`` [1, 1, C, R], ``squeeze_excite_conv/bias``, ``squeeze_excite_conv_1/kernel`` [1, 1, R, C], ``squeeze_excite_conv_1/bias`` | `reference.SE.mobilenetv3`: ``ReLU``, ``hard_sigmoid`` = ``ReLU(6.)(x + 3.) * (1. / 6.)`` |
+| MobileNetV3 ``_se_block()`` (``mobilenet_v3.py``) | ``expanded_conv`` (block 0), ``expanded_conv_3``, ... (only the blocks built with ``se_ratio``) | ``squeeze_excite_conv/kernel`` [1, 1, C, R], ``squeeze_excite_conv/bias``, ``squeeze_excite_conv_1/kernel`` [1, 1, R, C], ``squeeze_excite_conv_1/bias`` | `reference.SE.mobilenetv3`: ``ReLU``, ``hard_sigmoid`` = ``ReLU(6.)(x + 3.) * (1. / 6.)`` |
 
 Kernels [1, 1, in, out] become canonical [out, in] (``kernel[0, 0].T``) and back.
 """
