@@ -742,7 +742,7 @@ def write_tensors(path, tensors: dict[str, np.ndarray], metadata: dict[str, str]
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory")
     if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it")
+        raise FileExistsError(f"{path} exists; pass force=True to overwrite it")
 
     data = _serialize(tensors, metadata)
     with _clean_up_on_signals(path):
@@ -786,10 +786,10 @@ def _move_into_place(tmp: str, path: Path, force: bool) -> None:
     try:
         os.link(tmp, path)  # fails if path appeared meanwhile; never overwrites
     except FileExistsError:
-        raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it") from None
+        raise FileExistsError(f"{path} exists; pass force=True to overwrite it") from None
     except OSError:  # no hard links on this file system
         if path.exists():
-            raise FileExistsError(f"{path} exists; pass force=True (--force) to overwrite it") from None
+            raise FileExistsError(f"{path} exists; pass force=True to overwrite it") from None
         os.replace(tmp, path)
 
 

@@ -204,6 +204,23 @@ def _diff(args) -> int:
     return 0 if result.equal else 1
 
 
+# Library messages name the Python argument; the command line says its flag instead, once (the flags
+# exist: tests/test_cli.py checks every one against the parser).
+CLI_TERMS = (
+    ("pass force=True to overwrite it", "pass --force to overwrite it", "--force"),
+    ("(--preset PREFIX=NAME for one module; preset= in Python)", "(--preset PREFIX=NAME for one module)", "--preset"),
+    ("pass modules={prefix: class name} and check_facts=False",
+     "convert it to another layout (--to canonical keeps every spec)", "--to"),
+)
+
+
+def cli_terms(message: str) -> str:
+    """``message`` with each Python-side hint of `CLI_TERMS` replaced by the command line's flag."""
+    for python, cli, _flag in CLI_TERMS:
+        message = message.replace(python, cli)
+    return message
+
+
 def _user_errors():
     from . import checkpoint, files
 
@@ -253,8 +270,8 @@ def _inspect(args) -> int:
     table, rest = _inspect_tables(found)
     console.print(table)
     for prefix, why in found.unresolved.items():
-        console.print(f"not converted {prefix or '(single module)'}: {why}", markup=False, highlight=False,
-                      style="yellow")
+        console.print(f"not converted {prefix or '(single module)'}: {cli_terms(why)}", markup=False, highlight=False,
+                      style="yellow", soft_wrap=True)  # one line each, whatever the width: flags stay whole
     if rest is not None:
         console.print(rest)
     return 0
@@ -275,7 +292,7 @@ def _convert(args) -> int:
                                          keep_rest=args.keep_rest, force=args.force, found=found,
                                          progress=lambda n: progress.advance(task, n), **options)
     for prefix, why in found.unresolved.items():
-        print(f"not converted: {prefix}: {why}", file=sys.stderr)
+        print(f"not converted: {prefix}: {cli_terms(why)}", file=sys.stderr)
     if found.unrecognized and not passed:
         print(f"{len(found.unrecognized)} keys of {args.src} are not attention weights and were not written "
               f"(see `attnport inspect`; --keep-rest passes them through between same-framework layouts)",
@@ -549,10 +566,10 @@ def _dispatch(args) -> int:
             return _verify(args)
         return _convert(args)
     except VerificationError as exc:
-        print(f"attnport: verification failed: {exc}", file=sys.stderr)
+        print(f"attnport: verification failed: {cli_terms(str(exc))}", file=sys.stderr)
         return 1
     except _user_errors() as exc:
-        print(f"attnport: {exc}", file=sys.stderr)
+        print(f"attnport: {cli_terms(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -173,3 +173,17 @@ def test_the_license_file_is_the_declared_one():
     text = (pathlib.Path(__file__).parents[1] / "LICENSE").read_text()
     assert "Apache License" in text and "Version 2.0, January 2004" in text and "END OF TERMS AND CONDITIONS" in text
     assert importlib.metadata.metadata("attnport")["License-Expression"] == "Apache-2.0"
+
+
+def test_every_cli_hint_names_an_existing_flag(capsys):
+    """The command line's hints (`cli.CLI_TERMS`) name flags its parser has, and none keeps a Python name."""
+    helps = ""
+    for command in ("check", "inspect", "convert", "diff", "verify", "bench"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        helps += capsys.readouterr().out
+    for python, text, flag in cli.CLI_TERMS:
+        assert flag in text and flag in helps, flag
+        assert "=True" not in text and "=False" not in text and "preset=" not in text
+        assert cli.cli_terms(f"x: {python}") == f"x: {text}"
+    assert cli.cli_terms("a.safetensors exists; pass force=True to overwrite it").endswith("pass --force to overwrite it")
