@@ -67,7 +67,8 @@ def _print_check_summary(rows, dtypes) -> None:
         table.add_column(col, justify=justify)
     yes_no = {True: "exact", False: "[red]no[/]", None: "-"}
     ok = {True: "ok", False: "[red]no[/]", None: "-"}
-    for g in summary(rows):
+    groups = summary(rows)
+    for g in groups:
         if g["note"] == "not installed":
             table.add_row(g["family"], g["backend"], g["dtype"], "-", "-", "-", "-", "[yellow]not installed[/]")
             continue
@@ -78,7 +79,7 @@ def _print_check_summary(rows, dtypes) -> None:
     console.print("err/tol: the worst |y - ref| / (atol + rtol*|ref|) of the family's cases (1 is the limit); "
                   "export: the reference weights exported back bit for bit; transfer: every other backend's "
                   "native weights give its outputs. " + _tolerance_line(dtypes) + ". --verbose: every case.")
-    for g in summary(rows):
+    for g in groups:
         for line in g["failed"]:
             console.print(f"[red]failed[/] {g['backend']} {g['dtype']} {line}")
 

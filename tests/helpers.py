@@ -47,6 +47,19 @@ def run_cli(*argv):
     return done.returncode, done.stdout, done.stderr
 
 
+def run_in_process(capsys, *argv):
+    """``attnport ARGV`` in this process: (exit code, stdout, stderr); argparse's exit becomes its code, and
+    any other exception escapes and fails the test."""
+    from attnport import cli
+
+    try:
+        code = cli.main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def lines_run(fn) -> int:
     """The Python lines of the repository's own code (not the tests, not installed packages) that ``fn()``
     runs: a cost measure for "linear, not quadratic" tests that no timer's noise can fail."""

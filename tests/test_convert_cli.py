@@ -11,6 +11,7 @@ import reference
 from attnport import cli
 
 from helpers import lines_run
+from helpers import run_in_process as main_rc
 from helpers import run_cli as run
 
 BUNDLE = {
@@ -230,16 +231,6 @@ def test_inspect_and_convert_a_keras_application_weights_file(tmp_path, capsys):
 
 
 # --- the discovery options: every bad value is a named error, exit 2 ---------------------------------------------
-
-def main_rc(capsys, *argv):
-    """``attnport ARGV`` in this process: (exit code, stdout, stderr); an uncaught exception fails the test."""
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 def timm_state(prefixes_se=("layer1.0.se",), prefixes_eca=("layer2.1.eca",)) -> dict:
     """timm SEModule and EcaModule keys (each ECA after a BatchNorm of its block, which gives its C)."""

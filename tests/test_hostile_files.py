@@ -32,15 +32,10 @@ from attnport import cli, limits
 from attnport.checkpoint import CheckpointError, NonFiniteWarning
 from attnport.files import BadInput, read_weights
 
+from helpers import run_in_process as run_main
+
 REPO = Path(__file__).resolve().parents[1]
 SECRET = b"TOPSECRET-" * 9  # what a hostile file tries to pull into its reader
-
-
-def run_main(capsys, *argv):
-    """``attnport ARGV`` in this process: (exit code, stdout, stderr); an escaping exception fails the test."""
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture()

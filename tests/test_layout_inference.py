@@ -13,22 +13,14 @@ import pytest
 
 import attnport
 import reference
-from attnport import checkpoint, cli
+from attnport import checkpoint
 from reference import peers
+
+from helpers import run_in_process as run
 
 # the peer's activation / gate classes -> the reference's names for them (independent of reference.peers)
 ACTIVATION = {"ReLU": "relu", "SiLU": "silu", "Swish": "silu", "Hardswish": "hard_swish"}
 GATE = {"Sigmoid": "sigmoid", "Hardsigmoid": "hard_sigmoid", "HardSigmoid": "hard_sigmoid"}
-
-
-def run(capsys, *argv):
-    """``attnport ARGV`` in this process: (exit code, stdout, stderr). An uncaught exception fails the test."""
-    try:
-        code = cli.main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def save_state(path, model):
