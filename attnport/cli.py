@@ -1,4 +1,5 @@
-"""The attnport command line: ``attnport check`` (also ``python -m attnport check``)."""
+"""The attnport command line: `attnport COMMAND` (also `python -m attnport COMMAND`); `build_parser` makes its
+parser, `main` runs it (docs/reference/cli.md)."""
 from __future__ import annotations
 
 import argparse
@@ -477,13 +478,28 @@ def _verify(args) -> int:
     return 0 if report.passed else 1
 
 
-def main(argv=None) -> int:
-    from . import __version__
+DESCRIPTION = ("Cross-check, inspect, convert, compare, verify and time SE, ECA and CBAM attention modules "
+               "and their weights. Also runs as: python -m attnport COMMAND. Exit codes: 0 ok, 1 a failed check "
+               "or a difference, 2 bad input, 130 interrupted.")
 
-    parser = argparse.ArgumentParser(prog="attnport", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"attnport {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="cross-check every module in every installed backend")
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line's parser: every subcommand and option, each with its help text."""
+    from . import __version__
+    from .convert import FILE_LAYOUTS
+
+    layouts = ", ".join(FILE_LAYOUTS)
+    parser = argparse.ArgumentParser(prog="attnport", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"attnport {__version__}",
+                        help="print the installed version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below; attnport COMMAND --help lists its options")
+
+    def command(name: str, help: str, description: str = ""):
+        return sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}. {description}".strip())
+
+    check = command("check", "cross-check every module in every installed backend",
+                    "Exit 0 when every case is within the tolerance, 1 when one is not or nothing was checked.")
     check.add_argument("--backend", action="append", choices=sorted(backends.BACKENDS),
                        help="limit to this backend (repeatable); default: all")
     check.add_argument("--dtype", action="append", choices=(*cases.DTYPES, "all"), default=None,
@@ -493,43 +509,58 @@ def main(argv=None) -> int:
     out.add_argument("--verbose", action="store_true", help="print every case instead of the summary per family")
     out.add_argument("--json", action="store_true", help="print every case as JSON instead of a table")
     out.add_argument("--markdown", action="store_true", help="print every case as a Markdown table")
-    from .convert import FILE_LAYOUTS
 
-    inspect = sub.add_parser("inspect", help="list the attention modules a weight file holds")
-    inspect.add_argument("file")
-    inspect.add_argument("--from", dest="layout", choices=FILE_LAYOUTS,
-                         help="the file's layout (default: what the file declares, else what its keys show)")
-    inspect.add_argument("--json", action="store_true")
+    inspect = command("inspect", "list the attention modules a weight file holds",
+                      "Exit 0 ok, 2 bad input. What was inferred from the keys goes to stderr.")
+    inspect.add_argument("file", metavar="FILE",
+                         help="a .safetensors, torch .pt/.pth/.bin/.ckpt (weights only) or .h5 file")
+    inspect.add_argument("--from", dest="layout", choices=FILE_LAYOUTS, metavar="LAYOUT",
+                         help=f"the file's layout, one of {layouts} (default: what the file declares, else what "
+                              "its keys show)")
+    inspect.add_argument("--json", action="store_true",
+                         help="print the modules, what was inferred and every other key as JSON instead of tables")
     _add_discovery_options(inspect)
-    conv = sub.add_parser("convert", help="convert every recognized attention module to another layout")
-    conv.add_argument("src")
-    conv.add_argument("dst", help="output .safetensors file")
-    conv.add_argument("--from", dest="layout_from", choices=FILE_LAYOUTS,
-                      help="the source layout (default: what the file declares, else what its keys show)")
-    conv.add_argument("--to", required=True, choices=FILE_LAYOUTS)
+    conv = command("convert", "convert every recognized attention module to another layout",
+                   "Exit 0 ok, 1 the written file did not verify, 2 bad input.")
+    conv.add_argument("src", metavar="SRC", help="the weight file to read (any file inspect reads)")
+    conv.add_argument("dst", metavar="DST", help="the .safetensors file to write")
+    conv.add_argument("--from", dest="layout_from", choices=FILE_LAYOUTS, metavar="LAYOUT",
+                      help=f"SRC's layout, one of {layouts} (default: what the file declares, else what its "
+                           "keys show)")
+    conv.add_argument("--to", required=True, choices=FILE_LAYOUTS, metavar="LAYOUT",
+                      help=f"the layout to write, one of {layouts}")
     conv.add_argument("--keep-rest", action="store_true", help="copy non-attention keys between same-framework layouts")
     conv.add_argument("--force", action="store_true", help="overwrite DST")
     _add_discovery_options(conv)
-    dif = sub.add_parser("diff", help="compare the attention modules of two checkpoints, in any layouts",
-                         description="Exit 0 when every module and tensor matches within the tolerance, 1 "
-                                     "otherwise (a difference, or a module that could not be compared), 2 for "
-                                     "bad input (nothing to compare included).")
-    dif.add_argument("a", help="the reference file")
-    dif.add_argument("b", help="the file compared with it")
-    dif.add_argument("--from-a", choices=FILE_LAYOUTS, help="A's layout (default: declared, else from its keys)")
-    dif.add_argument("--from-b", choices=FILE_LAYOUTS, help="B's layout (default: declared, else from its keys)")
+    dif = command("diff", "compare the attention modules of two checkpoints, in any layouts",
+                  "Exit 0 when every module and tensor matches within the tolerance, 1 otherwise (a difference, "
+                  "or a module that could not be compared), 2 for bad input (nothing to compare included).")
+    dif.add_argument("a", metavar="A", help="the reference file")
+    dif.add_argument("b", metavar="B", help="the file compared with it")
+    dif.add_argument("--from-a", choices=FILE_LAYOUTS, metavar="LAYOUT",
+                     help="A's layout (default: declared, else from its keys)")
+    dif.add_argument("--from-b", choices=FILE_LAYOUTS, metavar="LAYOUT",
+                     help="B's layout (default: declared, else from its keys)")
     dif.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
     dif.add_argument("--rtol", type=float, default=0.0, help="tolerance relative to |A| (default 0: exact)")
     dif.add_argument("--json", action="store_true", help="print the comparison as JSON")
     _add_discovery_options(dif, keras_model=False, scope="; applies to both files")
-    ver = sub.add_parser("verify", help="check your own SE/ECA/CBAM port against the oracle and name the bug")
+    ver = command("verify", "check your own SE/ECA/CBAM port against the oracle and name the bug",
+                  "Exit 0 pass, 1 fail, 2 bad input.")
     ver.add_argument("target", metavar="PATH.py:FACTORY", help="a file and a function in it that returns your module")
     ver.add_argument("--spec", required=True, help='what it should compute, e.g. "SE(channels=64, ratio=16)"')
-    ver.add_argument("--data-format", choices=("channels_last", "channels_first"), default=None)
+    ver.add_argument("--data-format", choices=("channels_last", "channels_first"), default=None,
+                     help="the data format to feed your module (default: torch channels_first, NNX channels_last, "
+                          "Keras its layer's data_format; a callable that takes data_format: both)")
     ver.add_argument("--json", action="store_true", help="print the report as JSON")
     from .bench.command import add_parser as add_bench_parser
 
     add_bench_parser(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning

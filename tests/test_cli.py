@@ -187,3 +187,44 @@ def test_every_cli_hint_names_an_existing_flag(capsys):
         assert "=True" not in text and "=False" not in text and "preset=" not in text
         assert cli.cli_terms(f"x: {python}") == f"x: {text}"
     assert cli.cli_terms("a.safetensors exists; pass force=True to overwrite it").endswith("pass --force to overwrite it")
+
+
+def _parsers(parser, name="attnport"):
+    """``(command name, parser)`` for the parser and, depth first, every subparser under it."""
+    import argparse
+
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_argument_has_help_and_no_markup():
+    """Every option and positional of every command says what it is, and --help shows no RST backticks."""
+    import argparse
+
+    seen = []
+    for name, parser in _parsers(cli.build_parser()):
+        seen.append(name)
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            what = f"{name}: {'/'.join(action.option_strings) or action.dest}"
+            assert action.help and action.help != argparse.SUPPRESS and action.help.strip(), f"{what} has no help"
+            assert "``" not in action.help, what
+        for text in (parser.description or "", parser.format_usage(), parser.format_help()):
+            assert "``" not in text, f"{name}: {text}"
+    assert seen == ["attnport"] + [f"attnport {c}" for c in ("check", "inspect", "convert", "diff", "verify", "bench")]
+
+
+@pytest.mark.parametrize("command", ["check", "inspect", "convert", "diff", "verify", "bench"])
+def test_help_of_each_command_runs_and_names_its_positionals(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert exc.value.code == 0 and out.startswith(f"usage: attnport {command} ")
+    assert "``" not in out
+    positionals = {"inspect": ["FILE"], "convert": ["SRC", "DST"], "diff": ["A", "B"], "verify": ["PATH.py:FACTORY"]}
+    for metavar in positionals.get(command, []):
+        assert f"\n  {metavar} " in out, (metavar, out)
