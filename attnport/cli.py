@@ -232,21 +232,44 @@ def _user_errors():
             IsADirectoryError, PermissionError, checkpoint.WriteError)
 
 
-def _inspect_tables(found):
-    """`attnport inspect`'s tables: the modules, and the keys that are not attention weights (or None)."""
+def _shown_specs(found) -> dict:
+    """``{prefix: (text, preset call or None)}``: each module's spec as `attnport.tables.show_spec` names it,
+    trying first the preset the module's network family was read with, then the layout's own."""
+    from .tables import LAYOUT_PRESET, show_spec
+
+    family_of = {p: f.preset for f, prefixes in found.families.items() for p in prefixes}
+    out = {}
+    for prefix, (spec, _) in found.bundle.items():
+        prefer = [name for name in (family_of.get(prefix), LAYOUT_PRESET.get(found.layout)) if name]
+        out[prefix] = show_spec(spec, prefer)
+    return out
+
+
+UNRECOGNIZED_SHOWN = 5  # inspect lists this many keys that are not attention weights (--all: every one)
+
+
+def _inspect_tables(found, show_all: bool = False):
+    """`attnport inspect`'s tables: the modules, and the keys that are not attention weights (or None): the
+    first `UNRECOGNIZED_SHOWN` of them, every one with ``show_all``."""
     from rich.markup import escape
 
     table = _titled(f"attention modules ({found.layout} layout)")
-    for col in ("prefix", "kind", "inferred spec", "parameters"):
+    for col in ("prefix", "kind", "spec", "parameters"):
         table.add_column(col)
+    shown = _shown_specs(found)
     for prefix, (spec, _) in found.bundle.items():
-        table.add_row(escape(prefix or "(single module)"), spec.kind, escape(repr(spec)), f"{spec.num_params():,}")
+        table.add_row(escape(prefix or "(single module)"), spec.kind, escape(shown[prefix][0]), f"{spec.num_params():,}")
     if not found.unrecognized:
         return table, None
-    rest = _titled(f"{len(found.unrecognized)} keys not recognized as attention weights")
+    count = len(found.unrecognized)
+    listed = list(found.unrecognized.items()) if show_all else list(found.unrecognized.items())[:UNRECOGNIZED_SHOWN]
+    title = f"{count} keys not recognized as attention weights"
+    if len(listed) < count:
+        title += f" (the first {len(listed)})"
+    rest = _titled(title)
     for col in ("key", "shape", "dtype"):
         rest.add_column(col, overflow="fold")
-    for key, value in found.unrecognized.items():
+    for key, value in listed:
         rest.add_row(escape(key), str(tuple(value.shape)), value.dtype.name)
     return table, rest
 
@@ -258,25 +281,38 @@ def _inspect(args) -> int:
                      keras_model=args.keras_model)
     _say(found.inferences(args.file))
     if args.json:
+        from .tables import shown_fields
+
+        shown = _shown_specs(found)
         print(json.dumps({"layout": found.layout, "layout_inferred": found.layout_inferred,
                           "presets_inferred": [{"family": f.name, "preset": f.preset, "prefixes": prefixes}
                                                for f, prefixes in found.families.items()],
-                          "modules": [{"prefix": p, "kind": spec.kind, "spec": repr(spec),
-                                       "parameters": spec.num_params()} for p, (spec, _) in found.bundle.items()],
+                          "modules": [{"prefix": p, "kind": spec.kind, "spec": shown[p][0], "preset": shown[p][1],
+                                       "fields": _jsonable(shown_fields(spec)), "parameters": spec.num_params()}
+                                      for p, (spec, _) in found.bundle.items()],
                           "unresolved": found.unresolved,
                           "unrecognized": {k: list(v.shape) for k, v in found.unrecognized.items()}}, indent=1))
         return 0
     console = _console()
     console.print(f"{args.file}: {len(found.bundle)} attention modules, {found.layout} layout", markup=False,
                   highlight=False, soft_wrap=True)
-    table, rest = _inspect_tables(found)
+    table, rest = _inspect_tables(found, show_all=args.all)
     console.print(table)
     for prefix, why in found.unresolved.items():
         console.print(f"not converted {prefix or '(single module)'}: {cli_terms(why)}", markup=False, highlight=False,
                       style="yellow", soft_wrap=True)  # one line each, whatever the width: flags stay whole
     if rest is not None:
         console.print(rest)
+        hidden = len(found.unrecognized) - rest.row_count
+        if hidden:
+            console.print(f"... and {hidden} more; --all lists all {len(found.unrecognized)} (--json too)",
+                          markup=False, highlight=False, soft_wrap=True)
     return 0
+
+
+def _jsonable(fields: dict) -> dict:
+    """Spec fields for JSON: tuples (CBAM's spatial_order) as lists."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()}
 
 
 def _convert(args) -> int:
@@ -519,6 +555,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "its keys show)")
     inspect.add_argument("--json", action="store_true",
                          help="print the modules, what was inferred and every other key as JSON instead of tables")
+    inspect.add_argument("--all", action="store_true",
+                         help=f"list every key that is not an attention weight (default: the first "
+                              f"{UNRECOGNIZED_SHOWN} and a count)")
     _add_discovery_options(inspect)
     conv = command("convert", "convert every recognized attention module to another layout",
                    "Exit 0 ok, 1 the written file did not verify, 2 bad input.")

@@ -38,6 +38,48 @@ def test_inspect_lists_every_module(canonical, capsys):
         [(p, s.kind, s.num_params()) for p, (s, _) in BUNDLE.items()]
 
 
+def test_inspect_names_each_spec_by_its_preset_or_by_the_fields_that_fix_it(tmp_path, capsys, monkeypatch):
+    """A preset of C names the module; where none makes it, the fields that fix what it computes, without
+    ``ratio`` (only a derivation of the width) or a CBAM's ``bn_eps`` where it has no BatchNorm."""
+    from attnport.diff import same_module
+    from attnport.specparse import parse_spec
+
+    specs = {"a": reference.SE(64, reduced_channels=4),   # SE.paper(64): 64 // 16 = 4, whatever ratio says
+             "b": reference.SE(24, ratio=16, bias=False),
+             "c": reference.CBAM(8, ratio=2, spatial_norm=False, gate="hard_sigmoid")}
+    path = tmp_path / "mixed.safetensors"
+    attnport.save(path, {**BUNDLE, **{p: (s, s.init_params()) for p, s in specs.items()}})
+    code, out, err = main_rc(capsys, "inspect", path, "--json")
+    assert code == 0, err
+    modules = {m["prefix"]: m for m in json.loads(out)["modules"]}
+    expected = {"layer1.0.se": "SE.timm(64)", "layer2.1.eca": "ECA.circular(7)", "layer3.0.cbam": "CBAM.official(40)",
+                "a": "SE.paper(64)", "b": None, "c": None}
+    assert {p: m["preset"] for p, m in modules.items()} == expected
+    assert modules["b"]["spec"] == "SE(24, reduced_channels=1, bias=False, activation='relu', gate='sigmoid')"
+    assert modules["c"]["spec"] == ("CBAM(8, reduced_channels=4, mlp_bias=True, spatial_kernel=7, spatial_norm=False, "
+                                    "spatial_order=('max', 'mean'), gate='hard_sigmoid')")
+    assert modules["c"]["fields"]["spatial_order"] == ["max", "mean"] and "bn_eps" not in modules["c"]["fields"]
+    every = {**{p: s for p, (s, _) in BUNDLE.items()}, **specs}
+    for prefix, m in modules.items():
+        assert m["spec"] == (expected[prefix] or m["spec"]) and "ratio" not in m["spec"]
+        assert same_module(parse_spec(m["spec"]), every[prefix]), prefix
+    monkeypatch.setenv("COLUMNS", "300")  # each spec on one line of the table
+    code, out, _ = main_rc(capsys, "inspect", path)
+    assert code == 0 and all(m["spec"] in out for m in modules.values()) and "ratio" not in out
+
+
+def test_the_shown_fields_and_the_derived_ones_are_every_spec_field():
+    """A spec field added later is either shown by inspect or named as one that does not fix the module."""
+    import dataclasses
+
+    from attnport import tables
+    from attnport.diff import DERIVING_FIELDS
+
+    for kind, cls in reference.SPECS.items():
+        known = {"channels", *tables.SHOWN_FIELDS[kind], *DERIVING_FIELDS[kind]} | ({"bn_momentum"} if kind == "cbam" else set())
+        assert known == {f.name for f in dataclasses.fields(cls)}, kind
+
+
 @pytest.mark.parametrize("via", ["keras", "flax"])
 def test_convert_round_trip_through_native_layouts(canonical, tmp_path, via, capsys):
     native, back = tmp_path / f"{via}.safetensors", tmp_path / "back.safetensors"
@@ -421,3 +463,30 @@ def test_inspect_prints_keys_and_prefixes_verbatim(tmp_path):
     code, out, err = run("inspect", path)
     assert code == 0, err
     assert "[red]blk.se" in out and "[/]" in out and "[bold]x[/bold]" in out
+
+
+@pytest.mark.parametrize("extra", [3, 5, 12])
+def test_inspect_counts_the_other_keys_and_lists_them_with_all(tmp_path, capsys, extra):
+    """A network's other keys (a seresnet50 has 320) are counted, the first five listed, and --all lists every
+    one; --json always carries them all."""
+    from attnport import checkpoint
+
+    others = {f"body.conv{i:02d}.weight": np.zeros((2, i + 1), np.float32) for i in range(extra)}
+    path = tmp_path / "net.safetensors"
+    checkpoint.write_tensors(path, {**timm_state(prefixes_eca=()), **others}, {"layout": "timm"})
+    in_order = sorted(others)  # a safetensors file keeps its keys sorted
+    code, out, err = main_rc(capsys, "inspect", path)
+    assert code == 0, err
+    assert f"{extra} keys not recognized as attention weights" in out
+    assert [k for k in in_order if k in out] == in_order[:5]
+    if extra > 5:
+        assert f"(the first 5)" in out and f"... and {extra - 5} more; --all lists all {extra}" in out
+    else:
+        assert "--all" not in out and "the first" not in out
+    code, out, err = main_rc(capsys, "inspect", path, "--all")
+    assert code == 0, err
+    assert [k for k in in_order if k in out] == in_order and "--all" not in out and "the first" not in out
+    assert f"(2, {extra})" in out  # the shape of the last key
+    code, out, err = main_rc(capsys, "inspect", path, "--json")
+    assert code == 0, err
+    assert json.loads(out)["unrecognized"] == {k: list(v.shape) for k, v in others.items()}

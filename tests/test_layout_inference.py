@@ -14,6 +14,8 @@ import pytest
 import attnport
 import reference
 from attnport import checkpoint
+from attnport.diff import same_module
+from attnport.specparse import parse_spec
 from reference import peers
 
 from helpers import run_in_process as run
@@ -84,6 +86,44 @@ def test_inspect_infers_the_layout_of_a_real_state_dict(networks, network, capsy
     assert report["unresolved"] == {}
 
 
+# The preset call that makes each live module, from the live module's own widths (None: no preset of C alone
+# makes it -- EfficientNet's SE width comes from the block's input channels, which the module does not keep).
+PRESET_OF_LIVE = {
+    "timm:seresnet18": lambda p, m, model: f"SE.timm({m.fc1.in_channels})",
+    "timm:ecaresnet26t": lambda p, m, model: f"ECA.timm({model.get_submodule(p.rsplit('.', 1)[0]).bn3.num_features})",
+    "timm:resnet18-cbam": lambda p, m, model: f"CBAM.timm({m.channel.fc1.in_channels})",
+    "timm:mobilenetv3_small_050": lambda p, m, model: f"SE.mobilenetv3({m.conv_reduce.in_channels})",
+    "timm:efficientnet_b0": lambda p, m, model: None,
+    "torchvision:mobilenet_v3_small": lambda p, m, model: f"SE.mobilenetv3({m.fc1.in_channels})",
+    "torchvision:efficientnet_b0": lambda p, m, model: None,
+}
+
+
+@pytest.mark.parametrize("network", list(PRESET_OF_LIVE))
+def test_inspect_names_the_preset_or_only_the_fields_the_file_fixes(networks, network, capsys):
+    """A module a preset of C makes is shown as that call (``SE.timm(256)``); any other as the fields the weights
+    and the peer's facts fix: never ``ratio``, a default no file states once the width is read."""
+    from helpers import get_bridge
+
+    torch_impl = get_bridge("torch")
+    model, path, live = networks[network]
+    ours = torch_impl.from_timm(model) if network.startswith("timm") else torch_impl.from_torchvision(model)
+    code, out, err = run(capsys, "inspect", path, "--json")
+    assert code == 0, err
+    modules = json.loads(out)["modules"]
+    expected = [PRESET_OF_LIVE[network](p, m, model) for p, m in live.items()]
+    assert [m["preset"] for m in modules] == expected
+    for m, call in zip(modules, expected):
+        assert "ratio" not in m["spec"] and "momentum" not in m["spec"], m
+        assert m["spec"] == call if call else m["spec"].startswith(f"{m['kind'].upper()}({m['fields']['channels']}, ")
+        assert same_module(parse_spec(m["spec"]), ours[m["prefix"]].spec), m  # the text builds the live module
+    if network == "timm:efficientnet_b0":
+        act, gate = live_facts(next(iter(live.values())))
+        assert all(f"activation='{act}', gate='{gate}'" in m["spec"] for m in modules)
+    code, table, _ = run(capsys, "inspect", path)
+    assert code == 0 and all(m["spec"] in table for m in modules) and "ratio=" not in table
+
+
 @pytest.mark.parametrize("network", [f"timm:{n}" for n in TIMM] + [f"torchvision:{n}" for n in TORCHVISION])
 def test_convert_without_from_reproduces_every_live_module(networks, network, tmp_path, capsys):
     """The inferred layout and presets give the specs and weights the live modules' own classes give."""
@@ -125,7 +165,8 @@ def test_the_preset_is_inferred_from_the_network_and_said(networks, network, fam
     report = json.loads(out)
     assert report["presets_inferred"] == [] and "inferred for" not in err
     gate = reference.SE.mobilenetv3(8).gate if other == "mobilenetv3" else "sigmoid"
-    assert all(f"gate='{gate}'" in m["spec"] for m in report["modules"])
+    assert all(m["fields"]["gate"] == gate for m in report["modules"])
+    assert all(parse_spec(m["spec"]).gate == gate for m in report["modules"])
 
 
 # --- the family rules against many real timm / torchvision networks (built on the meta device: shapes only) -----
@@ -238,7 +279,9 @@ def test_keras_application_weights_are_inferred(tmp_path, capsys):
     blocks = tf_impl.from_keras_application(model)
     assert report["layout"] == "keras-applications" and "read as --from keras-applications, inferred" in err
     # a safetensors file keeps its keys sorted, so the modules come in that order
-    assert sorted((m["prefix"], m["spec"]) for m in report["modules"]) == sorted((p, repr(b.spec)) for p, b in blocks.items())
+    assert sorted(m["prefix"] for m in report["modules"]) == sorted(blocks)
+    for m in report["modules"]:
+        assert same_module(parse_spec(m["spec"]), blocks[m["prefix"]].spec), m
 
 
 # --- ambiguous and unrecognizable files ---------------------------------------------------------------------
