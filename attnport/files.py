@@ -11,6 +11,7 @@ import os
 import pathlib
 import re
 import reprlib
+import warnings
 import zipfile
 
 import numpy as np
@@ -89,9 +90,12 @@ def _read_torch(path: pathlib.Path) -> dict[str, np.ndarray]:
     with _opened(path) as f:
         _check_zip(path, f)
         try:
-            obj = torch.load(f, map_location="cpu", weights_only=True)  # never weights_only=False
+            with warnings.catch_warnings():  # a refusal below says it in words; torch's protocol warning is noise
+                warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+                obj = torch.load(f, map_location="cpu", weights_only=True)  # never weights_only=False
         except Exception as exc:  # noqa: BLE001 - any unpickling failure is a refusal, reported by file
-            raise BadInput(f"{path}: refused to load: not a weights-only torch file ({_torch_refusal(exc)})") from None
+            raise BadInput(f"{path}: refused to load: not a weights-only torch file"
+                           f"{_torch_refusal(exc, _pickle_protocol(f))}") from None
     for wrapper in ("state_dict", "model", "model_state_dict"):  # common training-checkpoint nesting
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]
@@ -121,16 +125,65 @@ def _check_zip(path: pathlib.Path, f) -> None:
     f.seek(0)
 
 
-def _torch_refusal(exc: Exception) -> str:
-    """What torch's weights-only unpickler refused, without its advice to rerun unsafely."""
+NEVER_UNPICKLED = "attnport never unpickles those, since unpickling can run any code"
+RESAVE = ("if you trust the file, load it in your own code and save its weights alone: "
+          "torch.save(model.state_dict(), PATH) or safetensors.torch.save_file(model.state_dict(), PATH)")
+WEIGHTS_ONLY_PROTOCOLS = ("2", "3")  # what torch's weights-only reader reads (torch.save writes 2)
+
+
+def _torch_refusal(exc: Exception, protocol: str | None) -> str:
+    """Why torch's weights-only reader refused the file, in words, with the way out (after "not a weights-only
+    torch file"); never torch's advice to load it unsafely. ``protocol``: `_pickle_protocol`'s answer.
+
+    A global the pickle names (a class, a function) is meaningful and kept; torch's "Unsupported operand N"
+    (a pickle instruction it does not implement) is not, and becomes what it means: a pickle protocol
+    other than 2 or 3, else Python objects beyond tensors. Any other failure (a truncated or corrupt
+    file) keeps torch's first line.
+    """
     text = _ANSI.sub("", str(exc))
     blocked = re.search(r"GLOBAL ([\w.]+)", text)
     if blocked:
-        return f"blocked global {blocked.group(1)}"
+        return (f": it holds pickled Python objects beyond tensors (blocked global {blocked.group(1)}), and "
+                f"{NEVER_UNPICKLED}; {RESAVE}")
+    built = re.search(r"but got <class '([\w.]+)'>", text)
+    if built:
+        return (f": it holds pickled Python objects beyond tensors (an object of class {built.group(1)}), and "
+                f"{NEVER_UNPICKLED}; {RESAVE}")
+    if re.search(r"Unsupported operand \d+", text):
+        if protocol is not None and protocol not in WEIGHTS_ONLY_PROTOCOLS:
+            return (f": it was pickled with protocol {protocol}, which torch's weights-only reader does not read "
+                    "(torch.save writes protocol 2), and attnport never runs the full unpickler, since unpickling "
+                    f"can run any code; {RESAVE}")
+        return (": its pickle holds instructions torch's weights-only reader does not accept, for Python objects "
+                f"beyond tensors, and {NEVER_UNPICKLED}; {RESAVE}")
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     advice = ("weights_only", "safe_globals", "trust", "documentation")
     kept = [line for line in lines if not any(word in line for word in advice)]
-    return f"{type(exc).__name__}: {kept[0][:200]}" if kept else type(exc).__name__
+    return f" ({type(exc).__name__}: {kept[0][:200]})" if kept else f" ({type(exc).__name__})"
+
+
+def _pickle_protocol(f) -> str | None:
+    """The protocol the torch file's pickle declares ("2", "4", ...; "0 or 1" where it has no PROTO marker,
+    which those protocols never write), or None where it cannot be told. Reads two bytes: of the file (the
+    legacy format, whose first pickle has the protocol of the rest) or of the zip archive's ``data.pkl``
+    (already checked by `_check_zip`)."""
+    try:
+        f.seek(0)
+        if zipfile.is_zipfile(f):
+            with zipfile.ZipFile(f) as archive:
+                names = [n for n in archive.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+                if not names:
+                    return None
+                with archive.open(names[0]) as member:
+                    head = member.read(2)
+        else:
+            f.seek(0)
+            head = f.read(2)
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
+        return None
+    if len(head) < 2:
+        return None
+    return str(head[1]) if head[0] == 0x80 else "0 or 1"
 
 
 def _torch_entry_problem(torch, key, value) -> str | None:

@@ -290,12 +290,58 @@ def test_torch_refusal_names_the_blocked_global(tmp_path, capsys, func):
         read_weights(path)
     message = str(info.value)
     name = re.search(rf"blocked global ([\w.]*\b{func.__name__})\b", message).group(1)
-    assert message.startswith(f"{path}: refused to load: not a weights-only torch file (blocked global {name})")
-    assert "weights_only" not in message.replace("weights_only=True", "") and "safe_globals" not in message
-    assert "\x1b" not in message and "\n" not in message
+    assert message.startswith(f"{path}: refused to load: not a weights-only torch file: it holds pickled Python "
+                              f"objects beyond tensors (blocked global {name}), and attnport never unpickles those, "
+                              "since unpickling can run any code; ")
+    _assert_says_what_to_do(message)
     code, _, stderr = run_main(capsys, "inspect", path, "--from", "timm")
     assert code == 2 and f"blocked global {name}" in stderr and "\x1b" not in stderr
     assert not marker.exists()
+
+
+def _assert_says_what_to_do(message: str) -> None:
+    """A torch refusal ends with the way out, on one line, without torch's advice to load the file unsafely."""
+    assert message.endswith("if you trust the file, load it in your own code and save its weights alone: "
+                            "torch.save(model.state_dict(), PATH) or safetensors.torch.save_file(model.state_dict(), "
+                            "PATH)")
+    assert "weights_only" not in message and "safe_globals" not in message and "Unsupported operand" not in message
+    assert "\x1b" not in message and "\n" not in message
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["zip", "legacy"])
+@pytest.mark.parametrize("protocol", [0, 1, 4, 5])
+def test_torch_refusal_of_a_pickle_protocol_says_so_in_words(tmp_path, capsys, protocol, legacy):
+    """Tensors alone, pickled with a protocol torch's weights-only reader does not read: refused with the
+    protocol named (protocols 0 and 1 write no marker), never as torch's "Unsupported operand N"."""
+    torch = pytest.importorskip("torch")
+    path = tmp_path / "sd.pt"
+    torch.save({"w": torch.zeros(2)}, path, pickle_protocol=protocol, _use_new_zipfile_serialization=not legacy)
+    shown = "0 or 1" if protocol < 2 else str(protocol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch's own "Detected pickle protocol" warning stays inside
+        with pytest.raises(BadInput) as info:
+            read_weights(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused to load: not a weights-only torch file: it was pickled with protocol "
+                              f"{shown}, which torch's weights-only reader does not read (torch.save writes protocol "
+                              "2), and attnport never runs the full unpickler, since unpickling can run any code; ")
+    _assert_says_what_to_do(message)
+    code, out, err = run_main(capsys, "inspect", path, "--from", "timm")
+    assert code == 2 and out == "" and err == f"attnport: {message}\n"
+
+
+def test_torch_refusal_of_an_unreadable_protocol_2_pickle_says_so_in_words(tmp_path):
+    """A protocol 2 pickle with an instruction torch does not accept (DUP) is not a weights-only file."""
+    pytest.importorskip("torch")
+    path = tmp_path / "odd.pt"
+    path.write_bytes(b"\x80\x02K\x012.")  # PROTO 2, BININT1 1, DUP, STOP
+    with pytest.raises(BadInput) as info:
+        read_weights(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: refused to load: not a weights-only torch file: its pickle holds "
+                              "instructions torch's weights-only reader does not accept, for Python objects beyond "
+                              "tensors, and attnport never unpickles those, since unpickling can run any code; ")
+    _assert_says_what_to_do(message)
 
 
 def _unsupported_tensors():
@@ -675,3 +721,16 @@ def test_docs_state_the_bounds():
     section = text[text.index("### Resource bounds"):text.index("## Converting weights")]
     assert section.count(f"**{limits.MAX_EXPANSION}×**") == 2
     assert all(name in section for name in limits.H5_BUILTIN_FILTERS.values())
+
+
+def test_torch_refusal_names_the_class_torch_would_not_build():
+    """torch's "Can only build ... but got <class X>" names a class: kept, in the same words as a global."""
+    import pickle
+
+    from attnport.files import _torch_refusal
+
+    exc = pickle.UnpicklingError("Weights only load failed.\nCan only build Tensor, Parameter, OrderedDict or types "
+                                 "allowlisted via `add_safe_globals`, but got <class 'mymodels.Block'>")
+    message = _torch_refusal(exc, "2")
+    assert message.startswith(": it holds pickled Python objects beyond tensors (an object of class mymodels.Block)")
+    _assert_says_what_to_do(message)
