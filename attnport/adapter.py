@@ -179,24 +179,33 @@ class Adapter:
         native = self.native_format(module)
         with self.scope(x.dtype):
             y = self.call(module, self.to_tensor(x, permutation(data_format, native)))
-            return self.to_numpy(y, permutation(native, data_format))
+            return self.to_numpy(y, self._output_permutation(module, native, data_format))
 
     def vjp(self, module, x: np.ndarray, dy: np.ndarray, data_format: str = "channels_last"):
         """Gradient of ``sum(apply(module, x) * dy)`` w.r.t. x and every canonical parameter, by the
         framework's autodiff. Returns ``(dx, dparams)`` like `reference.vjp`; variables that are not
         trainable (BatchNorm statistics) get zeros."""
         x = self._checked(module, x, data_format)
-        dy = reference.validation.check_cotangent(x, dy)
         native = self.native_format(module)
         into, back = permutation(data_format, native), permutation(native, data_format)
+        if reference.nets.is_network(module.spec):  # dy is the logits' cotangent [N, classes]
+            dy = reference.validation.check_cotangent(x, dy, shape=(x.shape[0], module.spec.num_classes))
+            dy_t = self.to_tensor(dy)
+        else:
+            dy_t = self.to_tensor(reference.validation.check_cotangent(x, dy), into)
         paths = self._paths(module.spec)
         with self.scope(x.dtype):
-            dx, grads = self.gradients(module, self.to_tensor(x, into), self.to_tensor(dy, into), paths)
+            dx, grads = self.gradients(module, self.to_tensor(x, into), dy_t, paths)
             native_grads = {path: np.zeros_like(self.get(module, path)) if grads[path] is None
                             else self.to_numpy(grads[path]) for path in paths}
             return self.to_numpy(dx, back), reference.from_native(module.spec, native_grads, self.layout)
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _output_permutation(module, native: str, data_format: str):
+        """A block's output is an image in the module's format; a network's is logits [N, classes]."""
+        return None if reference.nets.is_network(module.spec) else permutation(native, data_format)
+
     def _paths(self, spec) -> list[str]:
         return [reference.native(info, self.layout)[0] for info in spec.param_table()]
 

@@ -14,20 +14,21 @@ from .oracle import forward, train_forward
 from .layout import FRAMEWORKS, ParamInfo, bn_momentum, from_native, native, native_shape, to_native
 from .rules import make_divisible, round_half_up
 from .se import SE, se_reduced_width
-from .tolerance import (Tolerance, assert_within, errors, gradient_tolerance, pair_tolerance, tolerance,
+from .tolerance import (Tolerance, assert_within, errors, gradient_tolerance, network_tolerance, pair_tolerance, tolerance,
                         tolerance_fraction, unit_roundoff, within)
 from .validation import (DATA_FORMATS, ParamError, check_castable, check_input, check_input_dtype, check_params,
                          is_float_dtype)
 from .gradients import vjp
+from . import nets
 
 SPECS = {cls.kind: cls for cls in (SE, ECA, CBAM)}
 
 __all__ = [
-    "SE", "ECA", "CBAM", "SPECS", "forward", "train_forward", "vjp", "eca_kernel_size", "se_reduced_width", "make_divisible",
+    "SE", "ECA", "CBAM", "SPECS", "nets", "forward", "train_forward", "vjp", "eca_kernel_size", "se_reduced_width", "make_divisible",
     "round_half_up", "swap_spatial_order", "ACTIVATIONS", "GATES",
     "SUPPORTED_DTYPES", "accumulation_dtype", "numpy_dtype",
     "FRAMEWORKS", "ParamInfo", "bn_momentum", "from_native", "native", "native_shape", "to_native",
-    "Tolerance", "assert_within", "errors", "gradient_tolerance", "pair_tolerance", "tolerance", "tolerance_fraction",
+    "Tolerance", "assert_within", "errors", "gradient_tolerance", "network_tolerance", "pair_tolerance", "tolerance", "tolerance_fraction",
     "unit_roundoff",
     "within",
     "DATA_FORMATS", "ParamError", "check_castable", "check_input", "check_input_dtype", "check_params",

@@ -41,6 +41,11 @@ KIND_LAYOUTS: dict[str, dict[str, Native]] = {
                "flax": Native("kernel", (2, 1, 0))},
     "conv2d": {"torch": Native("weight"), "keras": Native("kernel", (2, 3, 1, 0)),
                "flax": Native("kernel", (2, 3, 1, 0))},
+    # a grouped conv keeps torch's [out, in / groups, kh, kw]; Keras and Flax hold [kh, kw, in / groups, out]
+    "grouped_conv2d": {"torch": Native("weight"), "keras": Native("kernel", (2, 3, 1, 0)),
+                       "flax": Native("kernel", (2, 3, 1, 0))},
+    # a network's classifier: a dense layer on the global average, [classes, features] in torch
+    "classifier": {"torch": Native("weight"), "keras": Native("kernel", (1, 0)), "flax": Native("kernel", (1, 0))},
     "bias": {"torch": Native("bias"), "keras": Native("bias"), "flax": Native("bias")},
     # BatchNorm: Flax keeps mean/var in the `batch_stats` collection (nnx.BatchStat).
     "bn_scale": {"torch": Native("weight"), "keras": Native("gamma"), "flax": Native("scale")},

@@ -44,7 +44,12 @@ def forward(spec, params, x, data_format: str = "channels_last") -> np.ndarray:
 
     ``x``: [N, H, W, C] for "channels_last", [N, C, H, W] for "channels_first".
     ``params``: canonical name -> array (see ``spec.param_shapes()``), any float dtype.
+    A network spec (`reference.nets`) returns its logits [N, num_classes] instead.
     """
+    from . import nets  # noqa: PLC0415 - nets imports this module
+
+    if nets.is_network(spec):
+        return nets.forward(spec, params, x, data_format)
     fn, p, _, x64 = prepare(spec, params, x, data_format, FORWARDS)
     return from_channels_last(fn(spec, p, x64), data_format)
 

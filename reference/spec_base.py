@@ -48,6 +48,12 @@ class SpecBase:
     def num_params(self) -> int:
         return int(sum(np.prod(s, dtype=np.int64) for s in self.param_shapes().values()))
 
+    def num_trainable_params(self) -> int:
+        """`num_params` less BatchNorm's running statistics: the count ``sum(p.numel() for p in
+        model.parameters())`` gives for the peer module."""
+        return int(sum(np.prod(p.shape, dtype=np.int64) for p in self.param_table()
+                       if p.kind not in ("bn_mean", "bn_var")))
+
     def init_params(self, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
         """Deterministic canonical parameters (see `reference.layout.init_params`)."""
         return layout.init_params(self, seed=seed, dtype=dtype)

@@ -42,6 +42,21 @@ def tolerance(dtype) -> Tolerance:
     return Tolerance(rtol=bound, atol=bound)
 
 
+def network_tolerance(spec, dtype, expected) -> Tolerance:
+    """Tolerance for a whole network's logits against the oracle (docs/explanation/tolerance.md
+    "Whole networks").
+
+    Each of the ``spec.depth()`` weight layers on the longest path rounds its output within the block
+    bound ``b`` (`tolerance`'s rtol) relative to the activations' scale; the variance-preserving layers
+    pass an earlier layer's error on with a gain of about one, so the errors add:
+    ``|logit error| <= depth * b * max|logits|``. ``rtol = depth * b`` and ``atol = rtol * max(1, max|expected|)``.
+    """
+    bound = spec.depth() * tolerance(dtype).rtol
+    e = np.asarray(expected, dtype=np.float64)
+    scale = max(1.0, float(np.abs(e).max())) if e.size else 1.0
+    return Tolerance(bound, bound * scale)
+
+
 def gradient_tolerance(dtype, expected, pair: bool = False) -> Tolerance:
     """Tolerance for one gradient tensor: the dtype's bound with ``atol`` scaled by
     ``max(1, max|expected|)``. A parameter gradient sums N*H*W products, so its absolute

@@ -125,10 +125,14 @@ def check_input_dtype(x_dtype_name: str, module_dtype_name: str) -> None:
                         f"or cast the input")
 
 
-def check_cotangent(x: np.ndarray, dy) -> np.ndarray:
-    """``dy`` for a VJP at ``x``: the same shape as ``x`` and floating point; returns it as an array."""
+def check_cotangent(x: np.ndarray, dy, shape: tuple | None = None) -> np.ndarray:
+    """``dy`` for a VJP at ``x``: the output's shape (``shape``; by default ``x``'s, as a block's output
+    has) and floating point; returns it as an array."""
     dy = np.asarray(dy)
-    if dy.shape != x.shape:
+    if shape is not None:
+        if dy.shape != tuple(shape):
+            raise ValueError(f"dy has shape {dy.shape} but the output has shape {tuple(shape)}; they must be equal")
+    elif dy.shape != x.shape:
         raise ValueError(f"dy has shape {dy.shape} but x has shape {x.shape}; they must be equal")
     if not is_float_dtype(dy.dtype):
         raise TypeError(f"dy must be a floating-point array, got dtype {dy.dtype.name}")

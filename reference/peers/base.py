@@ -652,6 +652,11 @@ class PeerLayout:
     def _computes(table: ModuleTable, spec) -> bool:
         return any(facts(table.kind, p) == spec_facts(spec) for p in table.presets)
 
+    def table_for(self, prefix: str, spec) -> ModuleTable:
+        """The peer class that holds ``spec`` at ``prefix`` (the first whose presets compute it); raises
+        ValueError naming the fields when none does."""
+        return self._table_for(prefix, spec)
+
     def _table_for(self, prefix: str, spec) -> ModuleTable:
         candidates = [t for t in self.tables if t.kind == spec.kind and t.presets]
         for t in candidates:
