@@ -20,6 +20,22 @@ def test_weight_table_is_current():
     assert tables.weight_table() in DOCS["reference/weights.md"]
 
 
+def test_network_model_table_is_current():
+    from attnport import net_tables
+
+    assert net_tables.model_table() in DOCS["reference/networks.md"]
+
+
+def test_network_tolerance_follows_the_documented_derivation():
+    # rtol = depth * 128 * u; seresnet50: 1 stem conv + 16 blocks x (3 convs + 2 SE linears) + the classifier
+    spec = reference.nets.get("seresnet50")
+    assert spec.depth() == 1 + 16 * (3 + 2) + 1
+    tol = reference.network_tolerance(spec, "float64", [-3.0, 2.0])
+    assert tol.rtol == 82 * 128 * 2.0 ** -53 and tol.atol == 3 * tol.rtol
+    assert reference.network_tolerance(spec, "float32", [0.5]).atol == 82 * 128 * 2.0 ** -24
+    assert "1.2e-12" in DOCS["explanation/tolerance.md"] and f"{82 * 128 * 2.0 ** -53:.2g}" == "1.2e-12"
+
+
 def test_tolerance_table_is_current():
     assert tables.tolerance_table() in DOCS["explanation/tolerance.md"]
 
