@@ -2,7 +2,8 @@
 
 Native variables are the module's ``state_dict`` entries; for torch the canonical layout is the
 native layout (`reference.layout`). Modules compute in [N, C, H, W]; a channels-last input runs as an
-NCHW view with ``torch.channels_last`` strides (no copy).
+NCHW view with ``torch.channels_last`` strides (no copy). A network (`torch_impl.nets.ResNet`, spec kind
+"resnet") is built from its spec as a whole; a block from its spec's fields.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
+from .nets import ResNet
 from .se import SEBlock
 
 
@@ -59,13 +61,15 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 class TorchAdapter(Adapter):
     name = "torch"
-    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNet}
 
     def construct(self, cls, spec, seed, dtype, **options):
-        kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
         with torch.random.fork_rng(devices=[]):
             if seed is not None:
                 torch.manual_seed(seed)
+            if reference.nets.is_network(spec):  # a network takes its spec whole
+                return cls(spec, dtype=getattr(torch, dtype), **options).eval()
+            kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
             return cls(**kwargs, dtype=getattr(torch, dtype), **options).eval()
 
     def native_format(self, module) -> str:
