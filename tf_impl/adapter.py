@@ -1,8 +1,10 @@
 """attnport's adapter for Keras 3 (`attnport.adapter.Adapter`): the bridge and `verify` run on it.
 
-Native variables are reached by attribute path (``fc1.kernel``); names and axis permutations come
-from `reference.layout` (layout key "keras"). A layer computes in its own ``data_format``. Everything
-but `gradients` and `compile` works on any Keras backend; those two use TensorFlow.
+Native variables are reached by attribute path (``fc1.kernel``); in a whole network (`ResNetModel`)
+the path starts with the layer's name (``layer1.0.se.fc1.kernel``: layer ``layer1.0.se``, then
+``fc1.kernel``). Names and axis permutations come from `reference.layout` (layout key "keras"). A
+layer or network computes in its own ``data_format``. Everything but `gradients` and `compile` works on
+any Keras backend; those two use TensorFlow.
 """
 from __future__ import annotations
 
@@ -16,20 +18,26 @@ from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
+from .nets import ResNetModel, build_resnet
 from .se import SEBlock
 
 FORMATS = reference.DATA_FORMATS
 
 
-def _variable(layer, path: str):
-    return functools.reduce(getattr, path.split("."), layer)
+def _variable(module, path: str):
+    """The variable at dotted ``path``: by layer name in a network, by attributes in a block."""
+    if isinstance(module, ResNetModel):
+        return module.variable(path)
+    return functools.reduce(getattr, path.split("."), module)
 
 
 class KerasAdapter(Adapter):
     name = "tf"
-    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNetModel}
 
     def construct(self, cls, spec, seed, dtype, data_format: str = "channels_last"):
+        if issubclass(cls, ResNetModel):
+            return build_resnet(spec, dtype=dtype, data_format=data_format, seed=seed)
         kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k != "channels"}
         layer = cls(**kwargs, data_format=data_format, dtype=dtype,
                     kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
@@ -94,7 +102,10 @@ class KerasAdapter(Adapter):
             return out, notes
         other = FORMATS[1 - FORMATS.index(own)]
         try:
-            clone = type(module).from_config({**module.get_config(), "data_format": other})
+            config = {**module.get_config(), "data_format": other}
+            if isinstance(module, ResNetModel):
+                config.pop("input_shape")  # the default one of the other format
+            clone = type(module).from_config(config)
             shape = (1, 2, 2, spec.channels) if other == "channels_last" else (1, spec.channels, 2, 2)
             clone(np.zeros(shape, reference.numpy_dtype(self.compute_dtype(module))))
             out[other] = clone
