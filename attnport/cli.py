@@ -213,6 +213,10 @@ CLI_TERMS = (
     ("(--preset PREFIX=NAME for one module; preset= in Python)", "(--preset PREFIX=NAME for one module)", "--preset"),
     ("pass modules={prefix: class name} and check_facts=False",
      "convert it to another layout (--to canonical keeps every spec)", "--to"),
+    ("pass model=NAME (and layout=LAYOUT) to choose one", "pass --model NAME (and --from LAYOUT) to choose one",
+     "--model"),
+    ("pass layout=LAYOUT to choose one", "pass --from LAYOUT to choose one", "--from"),
+    ("model='auto' reads k from the weights", "--model auto reads k from the weights", "--model"),
 )
 
 
@@ -275,10 +279,15 @@ def _inspect_tables(found, show_all: bool = False):
 
 
 def _inspect(args) -> int:
-    from .convert import discover
+    from .convert import NetworkFile, discover
 
-    found = discover(args.file, args.layout, preset=_presets(args.preset), channels=_channels(args.channels),
-                     keras_model=args.keras_model)
+    if args.model is not None:
+        return _inspect_network(args)
+    try:
+        found = discover(args.file, args.layout, preset=_presets(args.preset), channels=_channels(args.channels),
+                         keras_model=args.keras_model)
+    except NetworkFile as net:  # a whole network attnport wrote: read it whole
+        return _inspect_network(args, net.tensors, net.metadata)
     _say(found.inferences(args.file))
     if args.json:
         from .tables import shown_fields
@@ -321,8 +330,15 @@ def _convert(args) -> int:
 
     from .convert import convert, discover
 
+    from .convert import NetworkFile
+
+    if args.model is not None:
+        return _convert_network(args)
     options = dict(preset=_presets(args.preset), channels=_channels(args.channels), keras_model=args.keras_model)
-    found = discover(args.src, args.layout_from, **options)
+    try:
+        found = discover(args.src, args.layout_from, **options)
+    except NetworkFile as net:  # a whole network attnport wrote: convert it whole
+        return _convert_network(args, net.tensors, net.metadata)
     _say(found.inferences(args.src))
     with Progress(console=Console(stderr=True), transient=True, disable=len(found.bundle) <= 4) as progress:
         task = progress.add_task("converting", total=len(found.bundle))
@@ -336,6 +352,112 @@ def _convert(args) -> int:
               f"(see `attnport inspect`; --keep-rest passes them through between same-framework layouts)",
               file=sys.stderr)
     print(summary)
+    return 0
+
+# --- whole networks (--model; docs/how-to/convert-a-checkpoint.md "Whole networks") ---------------------
+def _network_model(name: str) -> str:
+    """``--model``: a name of reference.nets.ZOO, or ``auto``."""
+    from reference import nets
+
+    from .netconvert import AUTO
+
+    if name != AUTO and name not in nets.ZOO:
+        try:
+            nets.get(name)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}; or auto to detect it") from None
+    return name
+
+
+def _network_layout(layout: str | None, flag: str) -> str | None:
+    from .files import BadInput
+    from .netconvert import NETWORK_LAYOUTS
+
+    if layout is not None and layout not in NETWORK_LAYOUTS:
+        raise BadInput(f"{flag} {layout}: a whole network (--model) is read and written in "
+                       f"{', '.join(NETWORK_LAYOUTS)}")
+    return layout
+
+
+def _refuse_block_options(args) -> None:
+    """Options for attention modules alone mean nothing for a whole network: refused by flag."""
+    from .files import BadInput
+
+    given = [flag for flag, value in (("--preset", getattr(args, "preset", None)),
+                                      ("--channels", getattr(args, "channels", None)),
+                                      ("--keras-model", getattr(args, "keras_model", None)),
+                                      ("--keep-rest", getattr(args, "keep_rest", False))) if value]
+    if given:
+        raise BadInput(f"{', '.join(given)}: for attention modules alone; a whole network (--model, or a file "
+                       "attnport wrote whole) maps every tensor, with the network's facts")
+
+
+def _read_network(args, path, layout, tensors, metadata):
+    """``(tensors, Resolved)`` of the network in ``path``; what was inferred goes to stderr."""
+    from .files import read_weights
+    from .netconvert import resolve_file
+
+    _refuse_block_options(args)
+    layout = _network_layout(layout, "--from")
+    if tensors is None:
+        tensors, metadata = read_weights(path)
+    resolved = resolve_file(path, tensors, metadata, args.model, layout)
+    _say([f"{path}: {resolved.why}"])
+    return tensors, resolved
+
+
+def _inspect_network(args, tensors=None, metadata=None) -> int:
+    """Every tensor of a whole network and where it goes: counts by kind, ``--all`` every row, ``--json`` all."""
+    from rich.markup import escape
+
+    from .netconvert import plan
+
+    tensors, resolved = _read_network(args, args.file, args.layout, tensors, metadata)
+    spec, layout = resolved.spec, resolved.layout
+    report = plan(spec, tensors, layout, None)
+    if args.json:
+        import dataclasses
+
+        print(json.dumps({"network": spec.name, "layout": layout, "inferred": resolved.why,
+                          "spec": _jsonable({f.name: getattr(spec, f.name) for f in dataclasses.fields(spec)}),
+                          "parameters": spec.num_params(), **report.to_json()}, indent=1))
+        return 0
+    console = _console()
+    buffers = sum(r.canonical is None for r in report.rows)
+    console.print(f"{args.file}: {spec.name}, {layout} layout: {len(report.rows)} tensors, every one mapped "
+                  f"({len(report.rows) - buffers} canonical parameters, {buffers} BatchNorm counters)",
+                  markup=False, highlight=False, soft_wrap=True)
+    counts = _titled(f"{spec.name} ({layout} layout): tensors by kind")
+    for col, justify in (("kind", "left"), ("tensors", "right"), ("numbers", "right")):
+        counts.add_column(col, justify=justify)
+    for kind, (n, numbers) in report.counts().items():
+        counts.add_row(kind, f"{n:,}", f"{numbers:,}")
+    console.print(counts)
+    if args.all:
+        rows = _titled(f"every tensor of {args.file} and its canonical parameter")
+        for col in ("key", "shape", "dtype", "canonical", "kind"):
+            rows.add_column(col, overflow="fold")
+        for r in report.rows:
+            rows.add_row(escape(r.src), str(r.src_shape), r.dtype, escape(r.canonical or r.note), r.kind)
+        console.print(rows)
+    else:
+        console.print("--all lists every tensor and its canonical parameter (--json too)", markup=False,
+                      highlight=False, soft_wrap=True)
+    return 0
+
+
+def _convert_network(args, tensors=None, metadata=None) -> int:
+    """Every tensor of a whole network from SRC's layout to ``--to``'s, written to DST."""
+    from .netconvert import convert_network, write_network_file
+
+    to = _network_layout(args.to, "--to")
+    tensors, resolved = _read_network(args, args.src, args.layout_from, tensors, metadata)
+    out, report = convert_network(tensors, resolved.spec, resolved.layout, to)
+    summary = write_network_file(args.dst, out, resolved.spec, to, force=args.force)
+    _say(f"{args.src}: {note}" for note in report.notes)
+    dtypes = "/".join(summary.dtypes)
+    print(f"wrote {resolved.spec.name}, {to} layout: {summary.tensors:,} tensors, {summary.bytes:,} bytes, "
+          f"{dtypes} to {summary.path}")
     return 0
 
 
@@ -523,8 +645,12 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line's parser: every subcommand and option, each with its help text."""
     from . import __version__
     from .convert import FILE_LAYOUTS
+    from .netconvert import NETWORK_LAYOUTS
 
-    layouts = ", ".join(FILE_LAYOUTS)
+    layouts, net_layouts = ", ".join(FILE_LAYOUTS), ", ".join(NETWORK_LAYOUTS)
+    model_help = ("a whole network of reference.nets (e.g. seresnet50, eca_resnet50; docs: Whole networks), or auto "
+                  "to detect it from the keys and shapes: every tensor is mapped, strictly (default: attention "
+                  "modules alone, unless the file is a whole network attnport wrote)")
     parser = argparse.ArgumentParser(prog="attnport", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"attnport {__version__}",
                         help="print the installed version and exit")
@@ -546,28 +672,33 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print every case as JSON instead of a table")
     out.add_argument("--markdown", action="store_true", help="print every case as a Markdown table")
 
-    inspect = command("inspect", "list the attention modules a weight file holds",
+    inspect = command("inspect", "list the attention modules a weight file holds, or every tensor of a whole network",
                       "Exit 0 ok, 2 bad input. What was inferred from the keys goes to stderr.")
     inspect.add_argument("file", metavar="FILE",
                          help="a .safetensors, torch .pt/.pth/.bin/.ckpt (weights only) or .h5 file")
     inspect.add_argument("--from", dest="layout", choices=FILE_LAYOUTS, metavar="LAYOUT",
                          help=f"the file's layout, one of {layouts} (default: what the file declares, else what "
-                              "its keys show)")
+                              f"its keys show); with --model one of {net_layouts}")
     inspect.add_argument("--json", action="store_true",
-                         help="print the modules, what was inferred and every other key as JSON instead of tables")
+                         help="print the modules, what was inferred and every other key as JSON instead of tables "
+                              "(with --model: every tensor and where it goes)")
     inspect.add_argument("--all", action="store_true",
                          help=f"list every key that is not an attention weight (default: the first "
-                              f"{UNRECOGNIZED_SHOWN} and a count)")
+                              f"{UNRECOGNIZED_SHOWN} and a count); with --model every tensor and its canonical "
+                              "parameter (default: counts by kind)")
+    inspect.add_argument("--model", metavar="NAME", type=_network_model, help=model_help)
     _add_discovery_options(inspect)
-    conv = command("convert", "convert every recognized attention module to another layout",
+    conv = command("convert", "convert every recognized attention module, or every tensor of a whole network, to "
+                              "another layout",
                    "Exit 0 ok, 1 the written file did not verify, 2 bad input.")
     conv.add_argument("src", metavar="SRC", help="the weight file to read (any file inspect reads)")
     conv.add_argument("dst", metavar="DST", help="the .safetensors file to write")
     conv.add_argument("--from", dest="layout_from", choices=FILE_LAYOUTS, metavar="LAYOUT",
                       help=f"SRC's layout, one of {layouts} (default: what the file declares, else what its "
-                           "keys show)")
+                           f"keys show); with --model one of {net_layouts}")
     conv.add_argument("--to", required=True, choices=FILE_LAYOUTS, metavar="LAYOUT",
-                      help=f"the layout to write, one of {layouts}")
+                      help=f"the layout to write, one of {layouts}; with --model one of {net_layouts}")
+    conv.add_argument("--model", metavar="NAME", type=_network_model, help=model_help)
     conv.add_argument("--keep-rest", action="store_true", help="copy non-attention keys between same-framework layouts")
     conv.add_argument("--force", action="store_true", help="overwrite DST")
     _add_discovery_options(conv)

@@ -9,7 +9,8 @@ A *layout* names how a file stores attention weights:
   own keys and layouts, read and written through the tables in `reference.peers`.
 
 Every recognized module becomes a bundle entry ``{prefix: (spec, canonical params)}``; every key
-that is not part of one is reported, never dropped silently.
+that is not part of one is reported, never dropped silently. A whole-network file (`attnport.netconvert`)
+is refused here with `NetworkFile`, which carries what was read to the commands that read it whole.
 """
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ FILE_LAYOUTS = OWN_FILE_LAYOUTS + PEER_FILE_LAYOUTS
 # Layouts whose files hold torch state-dict keys: --keep-rest passes other keys through between them.
 FRAMEWORK_OF = {"timm": "torch", "torchvision": "torch", "official-eca": "torch", "official-cbam": "torch",
                 "keras-applications": "keras", "keras": "keras", "flax": "flax", "canonical": None}
+
+
+class NetworkFile(BadInput):
+    """The file is a whole network `attnport.netconvert` wrote (its metadata says so), not attention modules:
+    ``tensors`` and ``metadata`` as read, for the caller that reads it whole (``attnport inspect``/``convert``)."""
+
+    def __init__(self, path, tensors: dict, metadata: dict):
+        from reference.peers.base import shorten  # noqa: PLC0415
+
+        self.tensors, self.metadata = tensors, metadata
+        name, layout = (shorten(repr(metadata.get(k))) for k in ("network", "layout"))
+        super().__init__(f"{path}: holds a whole {name} network in the {layout} "
+                         "layout (written by attnport convert --model), not attention modules alone; attnport inspect "
+                         "and convert read it whole, and --to timm writes a state dict whose attention modules any "
+                         "command reads")
 
 
 @dataclass
@@ -115,6 +131,10 @@ def discover(path, layout: str | None = None, *, preset=None, channels=None, ker
     inferred (``Found.families``).
     """
     tensors, metadata = read_weights(path, keras_model)
+    from .netconvert import NETWORK_FORMAT  # noqa: PLC0415
+
+    if metadata.get("format") == NETWORK_FORMAT:
+        raise NetworkFile(path, tensors, metadata)
     declared = metadata.get("layout") or ("canonical" if metadata.get("format") == checkpoint.FORMAT else None)
     layout = layout or declared
     why = found = None
