@@ -11,6 +11,10 @@ import reference
 from . import backends, cases
 
 CHECK_SHAPES = ((1, 1, 1), (3, 2, 5), (2, 7, 7))  # (N, H, W)
+# `attnport check --nets`: one network per family (docs/reference/networks.md), an odd and an even size
+NET_CHECK_MODELS = ("resnet18", "seresnet18", "ecaresnet26t", "cbamresnet18", "eca_resnet18", "cbam_resnet18")
+NET_CHECK_SHAPES = ((1, 33, 33), (2, 32, 32))
+NET_CHECK_DTYPES = ("float32", "float64")
 
 
 @dataclass
@@ -31,7 +35,7 @@ class Row:
 
 def _inputs(spec, dtype, seed=0):
     rng = np.random.default_rng(seed)
-    for n, h, w in CHECK_SHAPES:
+    for n, h, w in NET_CHECK_SHAPES if reference.nets.is_network(spec) else CHECK_SHAPES:
         x = rng.standard_normal((n, h, w, spec.channels)).astype(reference.numpy_dtype(dtype))
         yield "channels_last", x
         yield "channels_first", np.ascontiguousarray(x.transpose(0, 3, 1, 2))
@@ -51,13 +55,19 @@ def check_spec(spec, dtype: str, bridges: dict) -> list[Row]:
     """
     params = spec.init_params(seed=0, dtype=reference.numpy_dtype(dtype))
     oracle = [reference.forward(spec, params, x, fmt) for fmt, x in _inputs(spec, dtype)]
-    tol, pair_tol = reference.tolerance(dtype), reference.pair_tolerance(dtype)
+    network = reference.nets.is_network(spec)
+    if network:  # the logits' tolerance grows with depth and scale (docs/explanation/tolerance.md)
+        tol = reference.network_tolerance(spec, dtype, np.concatenate([r.ravel() for r in oracle]))
+        pair_tol = tol.scaled(2)
+    else:
+        tol, pair_tol = reference.tolerance(dtype), reference.pair_tolerance(dtype)
     rows, modules, native = {}, {}, {}
     for name, bridge in bridges.items():
         module = modules[name] = bridge.build(spec, seed=1, dtype=dtype)
         native[name] = (bridge.export_params(module), _outputs(bridge, module, spec, dtype))
     for name, bridge in bridges.items():
-        row = rows[name] = Row(cases.label(spec), name, dtype, family=spec.kind)
+        row = rows[name] = Row(spec.name if network else cases.label(spec), name, dtype,
+                               family="network" if network else spec.kind)
         module = bridge.load_params(modules[name], params)
         exported = bridge.export_params(module)
         row.roundtrip_exact = all(exported[k].dtype == params[k].dtype and
@@ -76,6 +86,8 @@ def check_spec(spec, dtype: str, bridges: dict) -> list[Row]:
             if dst == src:
                 continue
             dst_module = dst_bridge.load_params(modules[dst], weights)
+            if network:  # natively initialized logits have their own scale
+                pair_tol = reference.network_tolerance(spec, dtype, np.concatenate([e.ravel() for e in expected])).scaled(2)
             ok = all(reference.within(y, e, pair_tol)
                      for y, e in zip(_outputs(dst_bridge, dst_module, spec, dtype), expected))
             row = rows[dst]
@@ -111,8 +123,14 @@ def summary(rows) -> list[dict]:
     return list(groups.values())
 
 
-def run_check(backend_names=None, specs=None, dtypes=cases.DTYPES, progress=None) -> list[Row]:
-    """All rows; a backend whose framework is missing gives one 'not installed' row."""
+def network_specs() -> list:
+    """The networks `attnport check --nets` runs (`NET_CHECK_MODELS`)."""
+    return [reference.nets.get(name) for name in NET_CHECK_MODELS]
+
+
+def run_check(backend_names=None, specs=None, dtypes=cases.DTYPES, progress=None, nets: bool = False) -> list[Row]:
+    """All rows; a backend whose framework is missing gives one 'not installed' row. ``nets=True`` adds
+    `network_specs` in `NET_CHECK_DTYPES` (of ``dtypes``)."""
     backend_names = list(backend_names or backends.BACKENDS)
     rows, bridges = [], {}
     for name in backend_names:
@@ -121,10 +139,16 @@ def run_check(backend_names=None, specs=None, dtypes=cases.DTYPES, progress=None
         else:
             rows.append(Row("*", name, "*", note="not installed", passed=True))
     backends.strict_numerics()
-    specs = list(specs or cases.SPECS)
+    specs = list(cases.SPECS if specs is None else specs)
     for dtype in dtypes:
         for spec in specs:
             rows.extend(check_spec(spec, dtype, bridges))
             if progress:
                 progress()
+    if nets:
+        for dtype in [d for d in dtypes if d in NET_CHECK_DTYPES]:
+            for spec in network_specs():
+                rows.extend(check_spec(spec, dtype, bridges))
+                if progress:
+                    progress()
     return rows

@@ -1,0 +1,50 @@
+"""`attnport check --nets`: whole networks against the oracle, with round trip and transfer, and a network
+port bug caught (one network; the rest run in `attnport check --nets` itself)."""
+import types
+
+import numpy as np
+import pytest
+
+import reference
+from attnport import check
+
+from helpers import get_bridge
+
+
+def _shifted(real, shift):
+    """A backend whose network adds ``shift`` times the logits' scale to every logit."""
+    fake = types.SimpleNamespace(**{k: getattr(real, k) for k in ("build", "load_params", "export_params")})
+
+    def apply(m, x, fmt="channels_last"):
+        y = real.apply(m, x, fmt)
+        return y + np.asarray(shift * np.abs(y).max(), y.dtype)
+
+    fake.apply = apply
+    return fake
+
+
+def test_the_network_cases_are_one_per_family():
+    families = {reference.nets.ZOO[s.name].family for s in check.network_specs()}
+    assert families == {e.family for e in reference.nets.ZOO.values()}
+    assert all(s.num_params() > 10**7 for s in check.network_specs())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_network_passes_and_a_shifted_one_fails(dtype):
+    torch_impl = get_bridge("torch")
+    spec = reference.nets.get("seresnet18")
+    # a shift of 10x the float32 bound's relative size: outside the tolerance, far inside any eyeballing
+    shift = 10 * reference.network_tolerance(spec, dtype, [1.0]).rtol
+    rows = {r.backend: r for r in check.check_spec(spec, dtype, {"good": torch_impl, "bad": _shifted(torch_impl, shift)})}
+    good, bad = rows["good"], rows["bad"]
+    assert good.roundtrip_exact and good.family == "network" and good.module == "seresnet18"
+    assert 0 < good.tol_fraction < 0.1 and good.failures == ["transfer from bad"]  # bad's logits are what it must reproduce
+    assert not bad.passed and "oracle" in bad.note and bad.tol_fraction > 1
+
+
+def test_run_check_adds_the_networks_only_when_asked(monkeypatch):
+    monkeypatch.setattr(check, "NET_CHECK_MODELS", ("resnet18",))
+    plain = check.run_check(["torch"], specs=[], dtypes=["float32"])
+    with_nets = check.run_check(["torch"], specs=[], dtypes=["float32", "float16"], nets=True)
+    assert plain == [] and [(r.module, r.dtype) for r in with_nets] == [("resnet18", "float32")]
+    assert with_nets[0].passed
