@@ -1,8 +1,10 @@
-"""attnport's Flax NNX implementations: `SEBlock`, `ECABlock`, `CBAMBlock`, the adapter and the bridge functions."""
+"""attnport's Flax NNX implementations: `SEBlock`, `ECABlock`, `CBAMBlock`, the `ResNet` network
+(`jax_impl.nets`), the adapter and the bridge functions."""
 from .adapter import ADAPTER, MODULES, apply, build, export_params, load_params, vjp, x64_scope
 from .cbam import CBAMBlock
 from .eca import ECABlock
+from .nets import ResNet, load_safetensors
 from .se import SEBlock
 
-__all__ = ["SEBlock", "ECABlock", "CBAMBlock", "ADAPTER", "MODULES", "build", "load_params", "export_params", "apply", "vjp",
-           "x64_scope"]
+__all__ = ["SEBlock", "ECABlock", "CBAMBlock", "ResNet", "load_safetensors", "ADAPTER", "MODULES", "build", "load_params",
+           "export_params", "apply", "vjp", "x64_scope"]

@@ -1,7 +1,8 @@
 """attnport's adapter for Flax NNX (`attnport.adapter.Adapter`): the bridge and `verify` run on it.
 
 Native variables are reached by attribute path (``fc1.kernel``, ``bn.mean``); names and axis
-permutations come from `reference.layout` (layout key "flax"). Modules compute in [N, H, W, C] and run
+permutations come from `reference.layout` (layout key "flax"); an integer path component indexes an
+`nnx.List` (a network's ``layer1.0.conv1.kernel``, `jax_impl.nets.ResNet`). Modules compute in [N, H, W, C] and run
 under ``jax.jit`` over ``nnx.split`` / ``nnx.merge`` (one compile per module structure, shape and
 dtype). float64 work runs inside a scoped ``jax.enable_x64(True)``, so the global JAX config is never
 changed.
@@ -16,10 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+import reference
 from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
+from .nets import ResNet
 from .se import SEBlock
 
 
@@ -28,8 +31,14 @@ def x64_scope(dtype):
     return jax.enable_x64(True) if np.dtype(dtype) == np.float64 else contextlib.nullcontext()
 
 
+def _keys(path: str) -> list:
+    """A dotted native path as NNX state keys: ``"layer1.0.conv1.kernel"`` -> ["layer1", 0, "conv1", "kernel"]
+    (an `nnx.List` is indexed by int)."""
+    return [int(k) if k.isdigit() else k for k in path.split(".")]
+
+
 def _variable(module, path: str):
-    return functools.reduce(getattr, path.split("."), module)
+    return functools.reduce(lambda node, k: node[k] if isinstance(k, int) else getattr(node, k), _keys(path), module)
 
 
 def _flat(state) -> list:
@@ -52,11 +61,26 @@ def _pullback(graphdef, params, rest, x, dy):
 
 class NNXAdapter(Adapter):
     name = "jax"
-    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNet}
 
-    def construct(self, cls, spec, seed, dtype, **options):
-        kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__}
-        return cls(**kwargs, param_dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0 if seed is None else seed), **options)
+    def construct(self, cls, spec, seed, dtype, init: str = "flax", **options):
+        """``init="flax"``: Flax's own seeded initializers. ``init="zeros"``: every variable zero, for a
+        module whose weights are loaded next: the structure comes from ``nnx.eval_shape`` and no
+        initializer runs (eagerly, each one compiles once per distinct shape, about 0.5 s each on a CPU:
+        some 10 s for a ResNet-18)."""
+        def make():  # the Rngs made inside: nnx.eval_shape refuses to advance one from outside its trace
+            common = dict(param_dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0 if seed is None else seed), **options)
+            if reference.nets.is_network(spec):  # a network is built from its spec as a whole
+                return cls(spec, **common)
+            return cls(**{k: getattr(spec, k) for k in spec.__dataclass_fields__}, **common)
+
+        if init == "flax":
+            return make()
+        if init == "zeros":
+            graphdef, state = nnx.split(nnx.eval_shape(make))
+            # device_put of NumPy zeros compiles nothing (jnp.zeros would compile once per shape)
+            return nnx.merge(graphdef, jax.tree.map(lambda a: jax.device_put(np.zeros(a.shape, a.dtype)), state))
+        raise ValueError(f"init must be 'flax' or 'zeros', got {init!r}")
 
     def param_dtype(self, module) -> str:
         leaves = jax.tree_util.tree_leaves(nnx.state(module, nnx.Param))
@@ -70,8 +94,12 @@ class NNXAdapter(Adapter):
 
     def tensor(self, x):
         # device_put of a private copy: jnp.asarray would compile an XLA copy per new shape (about 0.1 s
-        # each, most of `attnport check`'s JAX time), and device_put alone may alias the caller's array
-        return jax.device_put(np.array(native_array(x), copy=True))
+        # each, most of `attnport check`'s JAX time), and device_put alone may alias the caller's array.
+        # float64 stays float64 even when called outside `x64_scope` (device_put would round it to float32):
+        # the bridge's vjp converts the cotangent before entering the scope.
+        x = np.array(native_array(x), copy=True)
+        with x64_scope(x.dtype):
+            return jax.device_put(x)
 
     def numpy(self, t):
         return np.asarray(t)
@@ -87,7 +115,7 @@ class NNXAdapter(Adapter):
         for path in paths:
             node = dparams
             try:
-                for key in path.split("."):
+                for key in _keys(path):
                     node = node[key]
                 grads[path] = node[...]
             except KeyError:  # not an nnx.Param: a BatchNorm statistic
