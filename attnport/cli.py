@@ -448,16 +448,15 @@ def _inspect_network(args, tensors=None, metadata=None) -> int:
 
 def _convert_network(args, tensors=None, metadata=None) -> int:
     """Every tensor of a whole network from SRC's layout to ``--to``'s, written to DST."""
-    from .netconvert import convert_network, write_network_file
+    from .netconvert import KERAS_WEIGHTS, convert_network_file
 
     to = _network_layout(args.to, "--to")
     tensors, resolved = _read_network(args, args.src, args.layout_from, tensors, metadata)
-    out, report = convert_network(tensors, resolved.spec, resolved.layout, to)
-    summary = write_network_file(args.dst, out, resolved.spec, to, force=args.force)
+    summary, report = convert_network_file(tensors, resolved.spec, resolved.layout, to, args.dst, force=args.force)
     _say(f"{args.src}: {note}" for note in report.notes)
-    dtypes = "/".join(summary.dtypes)
-    print(f"wrote {resolved.spec.name}, {to} layout: {summary.tensors:,} tensors, {summary.bytes:,} bytes, "
-          f"{dtypes} to {summary.path}")
+    what = "Keras weights (model.load_weights)" if summary.path.endswith(KERAS_WEIGHTS) else "tensors"
+    print(f"wrote {resolved.spec.name}, {to} layout: {summary.tensors:,} {what}, {summary.bytes:,} bytes, "
+          f"{'/'.join(summary.dtypes)} to {summary.path}")
     return 0
 
 
@@ -692,7 +691,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "another layout",
                    "Exit 0 ok, 1 the written file did not verify, 2 bad input.")
     conv.add_argument("src", metavar="SRC", help="the weight file to read (any file inspect reads)")
-    conv.add_argument("dst", metavar="DST", help="the .safetensors file to write")
+    conv.add_argument("dst", metavar="DST", help="the .safetensors file to write (with --model --to keras also a "
+                                                 "Keras .weights.h5)")
     conv.add_argument("--from", dest="layout_from", choices=FILE_LAYOUTS, metavar="LAYOUT",
                       help=f"SRC's layout, one of {layouts} (default: what the file declares, else what its "
                            f"keys show); with --model one of {net_layouts}")

@@ -5,8 +5,11 @@ Layouts (docs/how-to/convert-a-checkpoint.md "Whole networks"):
 - ``timm``, ``official-eca``, ``official-cbam``: torch state dicts (`reference.nets.peers`), BatchNorm's
   ``num_batches_tracked`` buffers included; a DataParallel ``module.`` prefix is read too;
 - ``canonical``: attnport's canonical names in torch axis order (``layer1.0.se.fc1.weight`` [R, C]);
-- ``keras`` / ``flax``: each tensor under its native variable path, dotted, in the framework's axis order
-  (``reference.to_native``: ``layer1.0.conv1.kernel`` [kh, kw, in, out], BN ``gamma`` / ``scale``).
+- ``keras``: each tensor under Keras' own ``variable.path`` in the network `tf_impl.build` makes
+  (``layer1.0.conv1/kernel`` [kh, kw, in, out], ``layer1.0.se/fc1/kernel``, BN ``gamma``), Keras axis order;
+  with `write_keras_weights` also a Keras ``.weights.h5`` for ``model.load_weights``;
+- ``flax``: each tensor under its NNX state path, dotted (``layer1.0.conv1.kernel``, BN ``scale``, ``mean``),
+  Flax axis order (``reference.to_native``).
 
 Conversion is strict: missing, unexpected and mis-shaped keys are reported apart, by name, before anything
 is written. ``num_batches_tracked`` is kept between torch layouts, dropped (with a note) into canonical,
@@ -15,17 +18,22 @@ holds in its metadata (`NETWORK_FORMAT`, ``layout``, ``network``), so reading it
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
+import os
 import re
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 import reference
 from reference import nets
 from reference.nets import peers as net_peers
+from reference.peers import PEER_LAYOUTS, TRANSFORMS
 
 from . import checkpoint
 from .files import BadInput
@@ -40,6 +48,9 @@ AUTO = "auto"
 SHOWN = 5  # keys named per kind of problem in a message
 KIND_ORDER = ("conv2d", "grouped_conv2d", "bn_scale", "bn_shift", "bn_mean", "bn_var", "linear", "conv1d", "bias",
               "classifier", "buffer", "buffer (written as 0)")  # the order of `Report.counts`
+
+BLOCK_PATH = re.compile(r"(layer[1-4]\.[0-9]{1,9})\.")  # a residual block's path at the start of a key
+ATTENTION_LAYER = re.compile(r"(layer[1-4]\.[0-9]{1,9}\.se)\.")  # an attention block: one Keras layer
 
 # Python-side hints; attnport.cli.CLI_TERMS says them as flags.
 CHOOSE_MODEL = "pass model=NAME (and layout=LAYOUT) to choose one"
@@ -73,10 +84,19 @@ class Slot:
         if self.transform != "as_is":
             view = np.broadcast_to(np.zeros((), np.float32), shape)  # no allocation
             try:
-                return tuple(net_peers.TRANSFORMS[self.transform].to_canonical(view).shape)
+                return tuple(TRANSFORMS[self.transform].to_canonical(view).shape)
             except ValueError:
                 return shape
         return shape
+
+
+def keras_path(native: str, canonical: str, attention: set) -> str:
+    """Keras' own ``variable.path`` of a network's variable: the layer (named by its canonical module path,
+    an attention block's ``<block>.se`` as one layer), then ``/`` and the path inside it
+    (``layer1.0.conv1/kernel``, ``layer1.0.se/fc1/kernel``), as `tf_impl.build` names them."""
+    block = ATTENTION_LAYER.match(canonical)
+    layer = block.group(1) if block and block.group(1) in attention else canonical.rsplit(".", 1)[0]
+    return f"{layer}/{native[len(layer) + 1:].replace('.', '/')}"
 
 
 def check_layout_name(layout: str, flag: str = "layout") -> str:
@@ -95,9 +115,12 @@ def slots(spec, layout: str) -> dict[str, Slot]:
     if layout == "canonical":
         return {i.name: Slot(i.name, tuple(i.shape), i.name, i.kind) for i in table}
     if layout in ("keras", "flax"):
+        attention = {f"{b.path}.se" for b in spec.blocks() if b.attention is not None}
         out = {}
         for i in table:
             key, perm = reference.native(i, layout)
+            if layout == "keras":
+                key = keras_path(key, i.name, attention)
             out[key] = Slot(key, reference.native_shape(i, layout), i.name, i.kind, perm)
         return out
     if layout not in TORCH_LAYOUTS:
@@ -105,7 +128,7 @@ def slots(spec, layout: str) -> dict[str, Slot]:
     shapes = net_peers.expected_shapes(spec, layout)
     kinds = {i.name: i.kind for i in table}
     block_layout, attention_key = net_peers.NETWORK_LAYOUTS[layout]
-    peer = net_peers.PEER_LAYOUTS[block_layout]
+    peer = PEER_LAYOUTS[block_layout]
     placed: dict[str, tuple[str, str]] = {}  # peer key -> (canonical name, transform)
     for b in spec.blocks():
         if b.attention is None:
@@ -198,10 +221,12 @@ def read_network(spec, state: dict, layout: str) -> Reading:
         buffers = {table[k].buffer_of: v for k, v in read.extras.items() if table[k].buffer_of}
         others = {k: v for k, v in read.extras.items() if not table[k].buffer_of}
         return Reading(read.params, buffers, others, stripped)
-    if layout == "canonical":
-        params = {i.name: np.array(state[i.name], copy=True) for i in spec.param_table()}
-    else:
-        params = reference.from_native(spec, state, layout)
+    by_name = {s.canonical: s for s in slots(spec, layout).values()}
+    params = {}
+    for info in spec.param_table():
+        s = by_name[info.name]
+        value = np.asarray(state[s.key])
+        params[info.name] = np.array(value.transpose(np.argsort(s.perm)) if s.perm else value, order="C", copy=True)
     return Reading(params)
 
 
@@ -214,9 +239,11 @@ def write_network(spec, reading: Reading, layout: str, same_layout: bool = False
             if s.buffer_of in reading.buffers:
                 extras[key] = reading.buffers[s.buffer_of]
         return net_peers.to_peer(spec, reading.params, layout, extras)
-    if layout == "canonical":
-        return {i.name: np.ascontiguousarray(reading.params[i.name]) for i in spec.param_table()}
-    return reference.to_native(spec, reading.params, layout)
+    out = {}
+    for key, s in slots(spec, layout).items():
+        value = np.asarray(reading.params[s.canonical])
+        out[key] = np.ascontiguousarray(value.transpose(s.perm) if s.perm else value)
+    return out
 
 
 @dataclass(frozen=True)
@@ -245,8 +272,8 @@ class Report:
     stripped_prefix: str = ""
 
     def counts(self) -> dict:
-        """``{kind: (tensors, numbers)}`` of the source's tensors (``buffer`` for num_batches_tracked), plus
-        ``"written as 0"`` / ``"dropped"`` for buffers only one side has."""
+        """``{kind: (tensors, numbers)}`` of the source's tensors (kind ``buffer`` for num_batches_tracked), plus
+        ``"buffer (written as 0)"`` for the target's buffers the source does not have."""
         out: dict[str, list] = {}
         for r in self.rows:
             shape = r.src_shape if r.src is not None else r.dst_shape
@@ -365,7 +392,6 @@ def _signature(spec, layout: str, state: dict) -> tuple:
     return spec, tuple(sorted((k, table[k].canonical, table[k].perm, table[k].transform) for k in state))
 
 
-BLOCK_PATH = re.compile(r"(layer[1-4]\.[0-9]{1,9})\.")
 
 
 def _block_paths(state: dict) -> frozenset:
@@ -374,8 +400,9 @@ def _block_paths(state: dict) -> frozenset:
 
 def _try(state: dict, names, layouts, read_kernels: bool, refused: list, blocks: dict | None = None) -> list:
     """``[(name, layout, spec, ParamError or None, what was read, signature)]`` for every name and every layout
-    that can express it (why the others cannot goes to ``refused``); with ``blocks`` ({layout: block paths in the file}) only where a model's residual
-    blocks (``layer2.3``) are the file's, which every match has (a quick filter, never a verdict)."""
+    that can express it (why the others cannot goes to ``refused``); with ``blocks`` ({layout: block paths in
+    the file}) only where a model's residual blocks (``layer2.3``) are the file's, which every match has (a
+    quick filter, never a verdict)."""
     tried = []
     for name in names:
         layers = nets.ZOO[name].fields["layers"]
@@ -397,7 +424,8 @@ def _try(state: dict, names, layouts, read_kernels: bool, refused: list, blocks:
     return tried
 
 
-def resolve(state: dict, path, *, model: str | None = AUTO, layouts=NETWORK_LAYOUTS, declared: bool = False) -> Resolved:
+def resolve(state: dict, path, *, model: str | None = AUTO, layouts=NETWORK_LAYOUTS,
+            declared: bool = False) -> Resolved:
     """The one network of `reference.nets.ZOO` whose keys and shapes ``state`` has exactly, in one of ``layouts``.
 
     ``model``: a name (``num_classes`` is read from the classifier; a kernel of official ECA that is not
@@ -498,6 +526,112 @@ def write_network_file(dst, tensors: dict, spec, layout: str, *, force: bool = F
     return checkpoint.write_tensors(dst, tensors, network_metadata(spec, layout), force=force, modules=1)
 
 
+def convert_network_file(state: dict, spec, src: str, dst: str, path, *, force: bool = False):
+    """`convert_network` and write ``path``: a safetensors file, or for ``dst="keras"`` and a name ending in
+    ``.weights.h5`` a Keras weights file (`write_keras_weights`). Returns ``(Summary, Report)``."""
+    if dst == "keras" and str(path).endswith(KERAS_WEIGHTS):
+        reading = read_network(spec, state, check_layout_name(src))
+        return write_keras_weights(path, spec, reading.params, force=force), plan(spec, state, src, dst)
+    tensors, report = convert_network(state, spec, src, dst)
+    return write_network_file(path, tensors, spec, dst, force=force), report
+
+
+KERAS_WEIGHTS = ".weights.h5"
+
+
+def write_keras_weights(dst, spec, params: dict, *, force: bool = False) -> checkpoint.Summary:
+    """Canonical ``params`` of network ``spec`` into attnport's Keras network (``tf_impl.build(spec)``), saved
+    with ``model.save_weights(dst)``, so that ``model.load_weights(dst)`` fills the same network. The
+    guarantees of `attnport.checkpoint.write_tensors`: a temporary file beside ``dst``, fsynced, loaded into
+    a fresh network and compared variable by variable, bit for bit, then moved into place (no overwrite
+    without ``force``); on any failure nothing is left and ``dst`` is untouched."""
+    path = Path(dst)
+    if not path.name.endswith(KERAS_WEIGHTS):
+        raise checkpoint.CheckpointError(path, f"a Keras weights file's name must end in {KERAS_WEIGHTS}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: the directory {path.parent} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass force=True to overwrite it")
+    from . import backends  # noqa: PLC0415 - Keras only for a .weights.h5
+
+    try:
+        tf_impl = backends.load("tf")  # its start-up chatter kept off stderr
+    except ImportError:
+        raise BadInput(f"{path}: writing a Keras .weights.h5 needs Keras (pip install 'attnport[tf]')") from None
+    dtype = np.asarray(params["fc.weight"]).dtype.name
+    try:
+        model = tf_impl.load_params(tf_impl.build(spec, dtype=dtype), params)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"{path}: the weights do not load into attnport's Keras {spec.name}: {exc}") from None
+    with checkpoint._clean_up_on_signals(path):
+        _remove_stale_keras_temps(path)
+        size = _publish_keras(path, model, lambda tmp: _verify_keras(tmp, spec, dtype, model, tf_impl), force)
+    checkpoint._fsync_directory(path.parent)
+    return checkpoint.Summary(modules=1, tensors=len(model.weights), bytes=size, dtypes=[dtype], path=str(path))
+
+
+def _keras_temp_stem(path: Path) -> str:
+    """`attnport.checkpoint`'s temporary-name stem, shortened by the room ``.weights.h5`` takes."""
+    stem = checkpoint._temp_stem(path)
+    return stem[: max(1, len(stem) - len(KERAS_WEIGHTS))]
+
+
+def _remove_stale_keras_temps(path: Path) -> None:
+    """The temporary ``.weights.h5`` files of ``path`` whose writer on this host is gone (see
+    `attnport.checkpoint._remove_stale_temps`)."""
+    stem, host = _keras_temp_stem(path), checkpoint._host_tag()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        found = entry.name.endswith(".tmp" + KERAS_WEIGHTS) and checkpoint._TEMP.fullmatch(
+            entry.name[: -len(KERAS_WEIGHTS)])
+        if found and found["name"] == stem and found["host"] == host and not checkpoint._pid_alive(int(found["pid"])):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _publish_keras(path: Path, model, verify, force: bool) -> int:
+    existed, mode, tmp = path.exists(), checkpoint._new_mode(path, force), None
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + KERAS_WEIGHTS,
+                                   prefix=f".{_keras_temp_stem(path)}.{checkpoint._host_tag()}-{os.getpid()}-")
+        os.close(fd)
+        model.save_weights(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+            if hasattr(os, "fchmod"):
+                os.fchmod(f.fileno(), mode)
+        size = os.stat(tmp).st_size
+        verify(tmp)
+        checkpoint._move_into_place(tmp, path, force)
+    except BaseException as exc:
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and not isinstance(exc, FileExistsError):
+            raise checkpoint.WriteError(path, exc, existed) from None
+        raise
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    return size
+
+
+def _verify_keras(tmp, spec, dtype, model, tf_impl) -> None:
+    """``tmp`` loads into a fresh network with every variable equal, bit for bit, to ``model``'s."""
+    fresh = tf_impl.build(spec, dtype=dtype)
+    fresh.load_weights(tmp)
+    want, got = tf_impl.export_params(model), tf_impl.export_params(fresh)
+    bad = [k for k in want if want[k].dtype != got[k].dtype or want[k].tobytes() != got[k].tobytes()]
+    if bad:
+        raise checkpoint.VerificationError(tmp, "the written weights do not load back bit for bit: "
+                                                + ", ".join(bad[:5]))
+
+
 __all__ = ["NETWORK_LAYOUTS", "TORCH_LAYOUTS", "OWN_LAYOUTS", "NETWORK_FORMAT", "AUTO", "Slot", "Row", "Report",
            "Reading", "Resolved", "slots", "check_state", "describe", "read_network", "write_network", "plan",
-           "convert_network", "resolve", "resolve_file", "declared_network", "network_metadata", "write_network_file"]
+           "convert_network", "resolve", "resolve_file", "declared_network", "network_metadata", "write_network_file",
+           "convert_network_file", "write_keras_weights"]

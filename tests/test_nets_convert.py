@@ -16,9 +16,9 @@ CASES = {"seresnet18": ("timm", False), "ecaresnet26t": ("timm", False), "cbamre
          "eca_resnet18": ("official-eca", True), "cbam_resnet18": ("official-cbam", False)}
 
 
-def _state(name, seed=0, **overrides):
+def _state(name, seed=0, dtype=np.float32, **overrides):
     spec = nets.get(name, **overrides)
-    return P.to_peer(spec, spec.init_params(seed), CASES.get(name, ("timm",))[0])
+    return P.to_peer(spec, spec.init_params(seed, dtype), CASES.get(name, ("timm",))[0])
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +64,8 @@ def test_round_trip_through_every_layout_is_bit_exact(sources, name, via, tmp_pa
     assert f"{buffers} num_batches_tracked buffers dropped" in err
     with safe_open(mid, "np") as f:
         assert f.metadata()["network"] == name and f.metadata()["layout"] == via
-    # native names and axis orders: the stem conv is [kh, kw, in, out] in Keras and NNX
-    stem = {"canonical": ("conv1.weight", (64, 3, 7, 7)), "keras": ("conv1.kernel", (7, 7, 3, 64)),
+    # native names and axis orders: the stem conv is [kh, kw, in, out] in Keras (by its variable.path) and NNX
+    stem = {"canonical": ("conv1.weight", (64, 3, 7, 7)), "keras": ("conv1/kernel", (7, 7, 3, 64)),
             "flax": ("conv1.kernel", (7, 7, 3, 64))}[via]
     if spec.stem_type == "":
         assert mid_state[stem[0]].shape == stem[1]
@@ -78,7 +78,8 @@ def test_round_trip_through_every_layout_is_bit_exact(sources, name, via, tmp_pa
 
 def test_the_data_parallel_prefix_is_stripped_and_said(sources, tmp_path, capsys):
     path, _ = sources["eca_resnet18"]
-    code, _, err = run(capsys, "convert", path, tmp_path / "c.safetensors", "--model", "eca_resnet18", "--to", "canonical")
+    code, _, err = run(capsys, "convert", path, tmp_path / "c.safetensors", "--model", "eca_resnet18",
+                       "--to", "canonical")
     assert code == 0 and "the DataParallel prefix 'module.' was stripped" in err
 
 
@@ -187,7 +188,8 @@ def test_one_bad_tensor_is_named(sources, tmp_path, damage, capsys):
         bad[key] = np.zeros((1, 2, 5, 5), np.float32)
     save_file(bad, tmp_path / "bad.safetensors")
     dst = tmp_path / "x.safetensors"
-    code, _, err = run(capsys, "convert", tmp_path / "bad.safetensors", dst, "--model", "cbam_resnet18", "--to", "keras")
+    code, _, err = run(capsys, "convert", tmp_path / "bad.safetensors", dst, "--model", "cbam_resnet18",
+                       "--to", "keras")
     assert code == 2
     assert (f"1 missing: {key}" if damage == "missing" else f"1 mis-shaped: {key} (expected (1, 2, 7, 7), "
             "got (1, 2, 5, 5))") in err
@@ -210,7 +212,8 @@ def test_an_eca_kernel_that_disagrees_with_the_model_is_named(tmp_path, capsys):
 def test_network_only_flags_and_layouts_are_refused_by_name(sources, tmp_path, capsys):
     path, _ = sources["seresnet18"]
     dst = tmp_path / "x.safetensors"
-    for argv, named in ((["--to", "torchvision"], "--to torchvision"), (["--to", "keras", "--keep-rest"], "--keep-rest"),
+    for argv, named in ((["--to", "torchvision"], "--to torchvision"),
+                        (["--to", "keras", "--keep-rest"], "--keep-rest"),
                         (["--to", "keras", "--from", "keras-applications"], "--from keras-applications"),
                         (["--to", "official-eca"], "seresnet18 has no official-eca form")):
         code, _, err = run(capsys, "convert", path, dst, "--model", "auto", *argv)
@@ -234,10 +237,12 @@ def test_inspect_counts_every_tensor_by_kind_and_all_lists_each(sources, capsys,
         kinds[info.kind][0] += 1
         kinds[info.kind][1] += int(np.prod(info.shape))
     buffers = sum(k.endswith("num_batches_tracked") for k in state)
-    assert f"{len(state)} tensors, every one mapped ({len(state) - buffers} canonical parameters, {buffers} BatchNorm" in out
+    assert (f"{len(state)} tensors, every one mapped ({len(state) - buffers} canonical parameters, "
+            f"{buffers} BatchNorm counters)") in out
+    cells = [[c.strip() for c in line.split("│")[1:4]] for line in out.splitlines() if "│" in line]
     for kind, (n, numbers) in kinds.items():
-        assert any(line.split("│")[1:4] and [c.strip() for c in line.split("│")[1:4]] == [kind, f"{n:,}", f"{numbers:,}"]
-                   for line in out.splitlines() if "│" in line), kind
+        assert [kind, f"{n:,}", f"{numbers:,}"] in cells, kind
+    assert ["buffer", f"{buffers:,}", f"{buffers:,}"] in cells
     assert "layer1.0.cbam.SpatialGate.spatial.conv.weight" not in out and "--all" in out
     monkeypatch.setenv("COLUMNS", "400")
     code, out, _ = run(capsys, "inspect", path, "--model", "cbam_resnet18", "--all")
@@ -268,3 +273,31 @@ def test_a_network_file_refuses_block_options_and_is_named_by_diff(sources, tmp_
     assert code == 2 and "--preset" in err
     code, _, err = run(capsys, "diff", mid, path)
     assert code == 2 and "holds a whole 'seresnet18' network in the 'keras' layout" in err
+
+
+# --- Keras: its own variable paths, and a .weights.h5 for model.load_weights -----------------------------
+def test_keras_layout_is_the_keras_networks_own_variable_paths_and_weights_h5_loads(sources, tmp_path, capsys):
+    from helpers import get_bridge
+
+    tf_impl = get_bridge("tf")
+    path, state = sources["cbam_resnet18"]
+    spec = nets.get("cbam_resnet18")
+    model = tf_impl.build(spec)
+    assert run(capsys, "convert", path, tmp_path / "k.safetensors", "--model", "auto", "--to", "keras")[0] == 0
+    tensors = load_file(tmp_path / "k.safetensors")
+    assert {v.path: tuple(v.shape) for v in model.variables} == {k: v.shape for k, v in tensors.items()}
+    for variable in model.variables:  # Keras' own call, by its own paths
+        variable.assign(tensors[variable.path])
+    params = P.from_peer(spec, state, "official-cbam").params
+    exported = tf_impl.export_params(model)
+    assert all(exported[k].tobytes() == v.tobytes() for k, v in params.items())
+    dst = tmp_path / "cbam.weights.h5"
+    code, out, err = run(capsys, "convert", path, dst, "--model", "auto", "--to", "keras")
+    assert code == 0, err
+    assert f"{len(model.variables)} Keras weights (model.load_weights)" in out
+    fresh = tf_impl.build(spec)
+    fresh.load_weights(dst)
+    exported = tf_impl.export_params(fresh)
+    assert set(exported) == set(params) and all(exported[k].tobytes() == v.tobytes() for k, v in params.items())
+    code, _, err = run(capsys, "convert", path, dst, "--model", "auto", "--to", "keras")  # refused, untouched
+    assert code == 2 and "--force" in err and [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
