@@ -6,8 +6,8 @@ for a ResNet-18 on a CPU, and `load_params` overwrites every variable anyway), l
 `net_cases.params` and compared with `net_cases.oracle` at `reference.network_tolerance`. Every
 (model, dtype, input shape) is one XLA compile; the channels_first input reuses it (the bridge
 transposes in NumPy). The exactness rules (reference/nets/layers.py) each have a test showing that the
-wrong variant is outside the tolerance; then names, export, the NNX idioms, safetensors restore,
-gradients and refused input.
+wrong variant is outside the tolerance (the max-pool's at the layer: after the stem's ReLU a zero padding
+would change nothing); then names, export, the NNX idioms, safetensors restore, gradients and refused input.
 """
 from __future__ import annotations
 
@@ -24,6 +24,10 @@ from reference.nets import layers as L
 
 from helpers import get_bridge
 
+# one worker under `pytest -n 2 --dist loadgroup`: the models and their compiles are cached per process.
+# (Inert with pytest 9.2 + pytest-xdist 3.8: xdist marks a group by rewriting item._nodeid, which pytest 9
+# no longer reads; conftest.py's groups are affected alike.)
+pytestmark = pytest.mark.xdist_group(name="nets-jax")
 FORMATS = reference.DATA_FORMATS
 # float64 on three models that together take every code path (SE, ECA, CBAM with its BN; stems '', 'deep',
 # 'deep_tiered'; basic and bottleneck, grouped; conv and avg_down shortcuts): each (model, dtype, shape) is
