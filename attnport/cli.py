@@ -394,11 +394,14 @@ def _refuse_block_options(args) -> None:
 
 def _read_network(args, path, layout, tensors, metadata):
     """``(tensors, Resolved)`` of the network in ``path``; what was inferred goes to stderr."""
-    from .files import read_weights
-    from .netconvert import resolve_file
+    from .files import BadInput, read_weights
+    from .netconvert import KERAS_WEIGHTS, resolve_file
 
     _refuse_block_options(args)
     layout = _network_layout(layout, "--from")
+    if str(path).endswith(KERAS_WEIGHTS):
+        raise BadInput(f"{path}: a Keras .weights.h5 is not read back as a whole network; convert from the "
+                       "network's .safetensors form (--to keras writes one too)")
     if tensors is None:
         tensors, metadata = read_weights(path)
     resolved = resolve_file(path, tensors, metadata, args.model, layout)
