@@ -188,13 +188,14 @@ class Adapter:
         x = self._checked(module, x, data_format)
         native = self.native_format(module)
         into, back = permutation(data_format, native), permutation(native, data_format)
-        if reference.nets.is_network(module.spec):  # dy is the logits' cotangent [N, classes]
+        network = reference.nets.is_network(module.spec)
+        if network:  # dy is the logits' cotangent [N, classes]
             dy = reference.validation.check_cotangent(x, dy, shape=(x.shape[0], module.spec.num_classes))
-            dy_t = self.to_tensor(dy)
         else:
-            dy_t = self.to_tensor(reference.validation.check_cotangent(x, dy), into)
+            dy = reference.validation.check_cotangent(x, dy)
         paths = self._paths(module.spec)
         with self.scope(x.dtype):
+            dy_t = self.to_tensor(dy) if network else self.to_tensor(dy, into)
             dx, grads = self.gradients(module, self.to_tensor(x, into), dy_t, paths)
             native_grads = {path: np.zeros_like(self.get(module, path)) if grads[path] is None
                             else self.to_numpy(grads[path]) for path in paths}

@@ -27,7 +27,11 @@ def get_bridge(name: str):
 def loaded_module(backend: str, spec, dtype: str, seed: int = 0):
     """A module for ``spec`` holding ``spec.init_params(seed)``; cached, tests must not mutate it."""
     b = get_bridge(backend)
-    return b.load_params(b.build(spec, dtype=dtype), spec.init_params(seed=seed, dtype=reference.numpy_dtype(dtype)))
+    # NNX: no Flax initializer, whose eager random ops compile once per kernel shape and cost more than the
+    # module's own compile; every variable is overwritten by load_params
+    options = {"init": "zeros"} if backend == "jax" else {}
+    return b.load_params(b.build(spec, dtype=dtype, **options),
+                         spec.init_params(seed=seed, dtype=reference.numpy_dtype(dtype)))
 
 
 def make_input(spec, n, hw, dtype, data_format="channels_last", seed=0):
