@@ -19,9 +19,15 @@ def _check(args) -> int:
 
     names = args.backend or list(backends.BACKENDS)
     # the progress bar goes to stderr, so that stdout carries the result alone (JSON, Markdown, the tables)
+    from .check import NET_CHECK_DTYPES, NET_CHECK_MODELS
+
+    nets = getattr(args, "nets", False)
+    total = len(cases.SPECS) * len(args.dtype)
+    if nets:
+        total += len(NET_CHECK_MODELS) * len([d for d in args.dtype if d in NET_CHECK_DTYPES])
     with Progress(console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("checking", total=len(cases.SPECS) * len(args.dtype))
-        rows = run_check(names, dtypes=args.dtype, progress=lambda: progress.advance(task))
+        task = progress.add_task("checking", total=total)
+        rows = run_check(names, dtypes=args.dtype, progress=lambda: progress.advance(task), nets=nets)
     if args.json:
         print(json.dumps([{k: v for k, v in asdict(r).items() if k != "failures"} for r in rows], indent=1))
     elif args.markdown:
@@ -51,7 +57,8 @@ def _tolerance_line(dtypes) -> str:
     import reference
 
     tols = ", ".join(f"{d} {reference.tolerance(d).rtol:.3g}" for d in dtypes)
-    return f"tolerance |y - ref| <= atol + rtol*|ref|, rtol = atol: {tols}; between backends twice that"
+    return (f"tolerance |y - ref| <= atol + rtol*|ref|, rtol = atol: {tols}; between backends twice that; "
+            "a network's logits: reference.network_tolerance (depth x that, atol scaled by max|logits|)")
 
 
 def _print_check_summary(rows, dtypes) -> None:
@@ -662,6 +669,8 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, description: str = ""):
         return sub.add_parser(name, help=help, description=f"{help[0].upper()}{help[1:]}. {description}".strip())
 
+    from .check import NET_CHECK_DTYPES, NET_CHECK_MODELS
+
     check = command("check", "cross-check every module in every installed backend",
                     "Exit 0 when every case is within the tolerance, 1 when one is not or nothing was checked.")
     check.add_argument("--backend", action="append", choices=sorted(backends.BACKENDS),
@@ -669,6 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--dtype", action="append", choices=(*cases.DTYPES, "all"), default=None,
                        help="dtype to check (repeatable, or 'all'); default: float32, which keeps the default "
                             "run under a minute on 2 cores")
+    check.add_argument("--nets", action="store_true",
+                       help=f"also check one whole network per family ({', '.join(NET_CHECK_MODELS)}) in "
+                            f"{'/'.join(NET_CHECK_DTYPES)}; adds minutes")
     out = check.add_mutually_exclusive_group()
     out.add_argument("--verbose", action="store_true", help="print every case instead of the summary per family")
     out.add_argument("--json", action="store_true", help="print every case as JSON instead of a table")

@@ -48,3 +48,16 @@ def test_run_check_adds_the_networks_only_when_asked(monkeypatch):
     with_nets = check.run_check(["torch"], specs=[], dtypes=["float32", "float16"], nets=True)
     assert plain == [] and [(r.module, r.dtype) for r in with_nets] == [("resnet18", "float32")]
     assert with_nets[0].passed
+
+
+def test_the_command_line_checks_networks_with_nets(monkeypatch, capsys):
+    from helpers import run_in_process
+
+    monkeypatch.setattr(check, "NET_CHECK_MODELS", ("resnet18",))
+    monkeypatch.setattr("attnport.cases.SPECS", [reference.SE(8)])
+    code, out, _ = run_in_process(capsys, "check", "--backend", "torch", "--nets", "--verbose")
+    rows = [line for line in out.splitlines() if " resnet18 " in line]
+    assert code == 0 and rows and "pass" in rows[0]
+    assert "verdict: pass: 2 cases" in out  # SE(8) and resnet18, float32
+    code, out, _ = run_in_process(capsys, "check", "--backend", "torch")
+    assert code == 0 and "resnet18" not in out and "verdict: pass: 1 cases" in out
