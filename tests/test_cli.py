@@ -145,7 +145,7 @@ def test_python_m_attnport_check_json():
 def test_check_default_and_all_dtypes(monkeypatch, argv, expected):
     seen = {}
 
-    def fake(names, dtypes, progress=None):
+    def fake(names, dtypes, progress=None, nets=False):
         seen["dtypes"] = list(dtypes)
         return [check.Row("se", "torch", d, 0.0, 0.0, True, True, True) for d in dtypes]
 
