@@ -26,14 +26,30 @@ class ParamError(ValueError):
         self.bad_dtype = dict(bad_dtype or {})
         lines = [f"parameters do not match {context}" if context else "parameters do not match"]
         if self.missing:
-            lines.append("  missing keys: " + ", ".join(self.missing))
+            lines.append(f"  missing keys{_count(self.missing)}: " + _first(self.missing))
         if self.unexpected:
-            lines.append("  unexpected keys: " + ", ".join(self.unexpected))
-        for name, (want, got) in sorted(self.mismatched.items()):
+            lines.append(f"  unexpected keys{_count(self.unexpected)}: " + _first(self.unexpected))
+        mismatched = sorted(self.mismatched.items())
+        for name, (want, got) in mismatched[:SHOWN]:
             lines.append(f"  shape mismatch for {name}: expected {want}, got {got}")
+        if len(mismatched) > SHOWN:
+            lines.append(f"  ... and {len(mismatched) - SHOWN} more shape mismatches")
         for name, why in sorted(self.bad_dtype.items()):
             lines.append(f"  bad dtype for {name}: {why}")
         super().__init__("\n".join(lines))
+
+
+SHOWN = 12  # names a ParamError message lists per kind; its attributes keep them all
+
+
+def _count(names) -> str:
+    return f" ({len(names)})" if len(names) > SHOWN else ""
+
+
+def _first(names) -> str:
+    """The first `SHOWN` names, and how many more (a whole network can miss hundreds)."""
+    more = f", ... and {len(names) - SHOWN} more" if len(names) > SHOWN else ""
+    return ", ".join(names[:SHOWN]) + more
 
 
 def is_float_dtype(dtype) -> bool:
@@ -103,7 +119,7 @@ def check_params(spec, params: Mapping) -> None:
         if not floating:
             bad_dtype[name] = f"expected a floating-point array, got {dtype}"
     if missing or unexpected or mismatched or bad_dtype:
-        raise ParamError(missing, unexpected, mismatched, bad_dtype, context=repr(spec))
+        raise ParamError(missing, unexpected, mismatched, bad_dtype, context=getattr(spec, "name", "") or repr(spec))
 
 
 def check_castable(params: Mapping, dtype) -> None:

@@ -235,3 +235,14 @@ def test_official_layouts_refuse_what_they_cannot_express():
         P.to_peer(nets.get("ecaresnet50d"), nets.get("ecaresnet50d").init_params(0), "official-eca")
     with pytest.raises(ValueError, match="unknown network layout"):
         P.expected_shapes(nets.get("resnet18"), "keras-applications")
+
+
+def test_a_param_error_on_a_network_names_it_and_lists_a_readable_few():
+    spec = nets.get("seresnet50")
+    with pytest.raises(reference.ParamError) as err:
+        reference.check_params(spec, {"fc1.weight": np.zeros((3, 3), np.float32)})
+    e, text = err.value, str(err.value)
+    assert len(e.missing) == len(spec.param_table()) and e.unexpected == ["fc1.weight"]
+    assert text.startswith("parameters do not match seresnet50")
+    assert f"missing keys ({len(e.missing)}): bn1.bias" in text and f"... and {len(e.missing) - 12} more" in text
+    assert len(text) < 1000
