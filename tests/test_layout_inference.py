@@ -100,7 +100,7 @@ PRESET_OF_LIVE = {
 
 
 @pytest.mark.parametrize("network", list(PRESET_OF_LIVE))
-def test_inspect_names_the_preset_or_only_the_fields_the_file_fixes(networks, network, capsys):
+def test_inspect_names_the_preset_or_only_the_fields_the_file_fixes(networks, network, capsys, monkeypatch):
     """A module a preset of C makes is shown as that call (``SE.timm(256)``); any other as the fields the weights
     and the peer's facts fix: never ``ratio``, a default no file states once the width is read."""
     from helpers import get_bridge
@@ -120,6 +120,7 @@ def test_inspect_names_the_preset_or_only_the_fields_the_file_fixes(networks, ne
     if network == "timm:efficientnet_b0":
         act, gate = live_facts(next(iter(live.values())))
         assert all(f"activation='{act}', gate='{gate}'" in m["spec"] for m in modules)
+    monkeypatch.setenv("COLUMNS", "200")  # pytest-xdist workers set COLUMNS=80, where a long spec cell wraps
     code, table, _ = run(capsys, "inspect", path)
     assert code == 0 and all(m["spec"] in table for m in modules) and "ratio=" not in table
 
