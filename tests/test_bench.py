@@ -30,6 +30,24 @@ def _has_fast_inference() -> bool:
     return hasattr(torch_impl.SEBlock, "fast_inference")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def small_cache():
+    """A 1 MiB last-level cache for every run here, worker processes too: the floor's buffer is 4 x the LLC,
+    and this VM's sysfs reports the host's 480 MiB cache (a 1.9 GB buffer, 10 s a run). Speed is never
+    asserted, so the buffer's size changes nothing the tests check."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(bench.LLC_ENV, str(1 << 20))
+        yield
+
+
+def test_the_cache_override_is_read_and_checked(monkeypatch):
+    monkeypatch.setenv(bench.LLC_ENV, "12345")
+    assert bench.last_level_cache_bytes() == 12345
+    monkeypatch.setenv(bench.LLC_ENV, "lots")
+    with pytest.raises(bench.BenchError, match="ATTNPORT_LLC_BYTES='lots'"):
+        bench.last_level_cache_bytes()
+
+
 @pytest.fixture(scope="module")
 def result():
     pytest.importorskip("torch")

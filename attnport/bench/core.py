@@ -109,8 +109,21 @@ def is_noisy(median_s, iqr_s) -> bool:
     return bool(median_s) and iqr_s is not None and iqr_s > NOISY_IQR * median_s
 
 
+LLC_ENV = "ATTNPORT_LLC_BYTES"
+
+
 def last_level_cache_bytes() -> int | None:
-    """The largest CPU cache of cpu0 (sysfs), or None where the system does not say."""
+    """The largest CPU cache of cpu0 (sysfs), or None where the system does not say; ``$ATTNPORT_LLC_BYTES``
+    overrides it (a VM's sysfs may report the host's whole cache: the floor's buffer is 4 x this)."""
+    override = os.environ.get(LLC_ENV)
+    if override:
+        try:
+            value = int(override)
+        except ValueError:
+            raise BenchError(f"${LLC_ENV}={override!r} is not a number of bytes") from None
+        if value <= 0:
+            raise BenchError(f"${LLC_ENV}={override!r} must be a positive number of bytes")
+        return value
     sizes = []
     for index in pathlib.Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
         try:
