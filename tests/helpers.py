@@ -23,15 +23,19 @@ def get_bridge(name: str):
     return bridge
 
 
+def build_to_load(backend: str, spec, dtype: str):
+    """A new module for ``spec`` that a test fills with `load_params` (every variable is overwritten). NNX:
+    without Flax's initializers (``init="zeros"``), whose eager random ops compile once per kernel shape and
+    cost more than the module's own compile."""
+    options = {"init": "zeros"} if backend == "jax" else {}
+    return get_bridge(backend).build(spec, dtype=dtype, **options)
+
+
 @functools.lru_cache(maxsize=None)
 def loaded_module(backend: str, spec, dtype: str, seed: int = 0):
     """A module for ``spec`` holding ``spec.init_params(seed)``; cached, tests must not mutate it."""
-    b = get_bridge(backend)
-    # NNX: no Flax initializer, whose eager random ops compile once per kernel shape and cost more than the
-    # module's own compile; every variable is overwritten by load_params
-    options = {"init": "zeros"} if backend == "jax" else {}
-    return b.load_params(b.build(spec, dtype=dtype, **options),
-                         spec.init_params(seed=seed, dtype=reference.numpy_dtype(dtype)))
+    return get_bridge(backend).load_params(build_to_load(backend, spec, dtype),
+                                           spec.init_params(seed=seed, dtype=reference.numpy_dtype(dtype)))
 
 
 def make_input(spec, n, hw, dtype, data_format="channels_last", seed=0):

@@ -61,3 +61,16 @@ def test_the_command_line_checks_networks_with_nets(monkeypatch, capsys):
     assert "verdict: pass: 2 cases" in out  # SE(8) and resnet18, float32
     code, out, _ = run_in_process(capsys, "check", "--backend", "torch")
     assert code == 0 and "resnet18" not in out and "verdict: pass: 1 cases" in out
+
+
+def test_a_network_transfers_between_all_three_backends():
+    """The transfer matrix for a network: each backend's natively initialized weights, loaded into the other
+    two, give its logits; each backend holds the oracle's logits and exports the weights back bit for bit. A
+    small network (one block per stage, CBAM: BN inside the attention too) keeps JAX's initializer cheap."""
+    bridges = {name: get_bridge(name) for name in ("torch", "tf", "jax")}
+    spec = reference.nets.ResNet(block="basic", layers=(1, 1, 1, 1), attention="cbam", num_classes=10, name="tiny")
+    rows = check.check_spec(spec, "float32", bridges)
+    assert [r.backend for r in rows] == ["torch", "tf", "jax"]
+    for r in rows:
+        assert r.passed and r.roundtrip_exact and r.transfer_ok, (r.backend, r.note)
+        assert 0 < r.tol_fraction < 0.1

@@ -7,7 +7,7 @@ import pytest
 import reference
 from attnport import cases
 
-from helpers import BACKEND_NAMES, get_bridge, make_input, spec_params
+from helpers import BACKEND_NAMES, build_to_load, get_bridge, make_input, spec_params
 
 PAIRS = [pytest.param(s, d, id=f"{s}->{d}") for s, d in itertools.permutations(BACKEND_NAMES, 2)]
 TRANSFER_SHAPES = ((1, (2, 5)), (3, (7, 7)))
@@ -19,7 +19,7 @@ TRANSFER_SHAPES = ((1, (2, 5)), (3, (7, 7)))
 def test_export_of_load_is_bit_exact(backend, dtype, spec):
     bridge = get_bridge(backend)
     params = spec.init_params(seed=7, dtype=reference.numpy_dtype(dtype))
-    exported = bridge.export_params(bridge.load_params(bridge.build(spec, dtype=dtype), params))
+    exported = bridge.export_params(bridge.load_params(build_to_load(backend, spec, dtype), params))
     assert set(exported) == set(params)
     for name, value in params.items():
         assert exported[name].dtype == value.dtype, name
@@ -38,7 +38,7 @@ def test_native_weights_transfer(src, dst, dtype, spec):
     source, target = get_bridge(src), get_bridge(dst)
     src_module = source.build(spec, seed=3, dtype=dtype)  # the source framework's own initialization
     weights = source.export_params(src_module)
-    dst_module = target.load_params(target.build(spec, seed=4, dtype=dtype), weights)
+    dst_module = target.load_params(build_to_load(dst, spec, dtype), weights)
     exported = target.export_params(dst_module)
     assert all(exported[k].tobytes() == weights[k].tobytes() for k in weights)
     for n, hw in TRANSFER_SHAPES if not cases.is_half(dtype) else cases.REDUCED_SHAPES:
