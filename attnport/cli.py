@@ -680,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "run under a minute on 2 cores")
     check.add_argument("--nets", action="store_true",
                        help=f"also check one whole network per family ({', '.join(NET_CHECK_MODELS)}) in "
-                            f"{'/'.join(NET_CHECK_DTYPES)}; adds minutes")
+                            f"{'/'.join(NET_CHECK_DTYPES)} among --dtype; about 30 s more on 2 cores")
     out = check.add_mutually_exclusive_group()
     out.add_argument("--verbose", action="store_true", help="print every case instead of the summary per family")
     out.add_argument("--json", action="store_true", help="print every case as JSON instead of a table")
