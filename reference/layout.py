@@ -44,6 +44,10 @@ KIND_LAYOUTS: dict[str, dict[str, Native]] = {
     # a grouped conv keeps torch's [out, in / groups, kh, kw]; Keras and Flax hold [kh, kw, in / groups, out]
     "grouped_conv2d": {"torch": Native("weight"), "keras": Native("kernel", (2, 3, 1, 0)),
                        "flax": Native("kernel", (2, 3, 1, 0))},
+    # a depthwise conv (groups = channels): torch [C, 1, kh, kw]; Keras' DepthwiseConv2D [kh, kw, C, 1]
+    # (depth multiplier last); Flax's Conv(feature_group_count=C) [kh, kw, 1, C] (in / groups, out)
+    "depthwise_conv2d": {"torch": Native("weight"), "keras": Native("kernel", (2, 3, 0, 1)),
+                         "flax": Native("kernel", (2, 3, 1, 0))},
     # a network's classifier: a dense layer on the global average, [classes, features] in torch
     "classifier": {"torch": Native("weight"), "keras": Native("kernel", (1, 0)), "flax": Native("kernel", (1, 0))},
     "bias": {"torch": Native("bias"), "keras": Native("bias"), "flax": Native("bias")},

@@ -1,6 +1,7 @@
 """Whole networks as data, and their float64 oracle.
 
-``reference.nets.get("seresnet50")`` returns a frozen spec; ``spec.param_table()``,
+``reference.nets.get("seresnet50")`` returns a frozen spec (a `ResNet`, or a `MobileNet` for
+MobileNetV3 and EfficientNet); ``spec.param_table()``,
 ``param_shapes()``, ``num_params()`` and ``init_params(seed)`` work as for a block, and
 `forward` computes the logits (and, on request, the stem's and every block's output).
 docs/reference/networks.md lists the models and the exactness rules.
@@ -11,10 +12,12 @@ import numpy as np
 
 from ..oracle import from_channels_last, to_channels_last
 from ..validation import check_array_input, check_params
+from .mobile import MobileNet, Row, mobile_forward
 from .resnet import Block, ResNet, resnet_forward
-from .zoo import NAMES, ZOO, get
+from .zoo import ALL, NAMES, ORACLE_ONLY, ZOO, get
 
-NETWORK_TYPES = (ResNet,)
+NETWORK_TYPES = (ResNet, MobileNet)
+FORWARDS = {ResNet: resnet_forward, MobileNet: mobile_forward}
 
 
 def is_network(spec) -> bool:
@@ -25,7 +28,7 @@ def forward(spec, params, x, data_format: str = "channels_last", taps: bool = Fa
     """float64 logits [N, num_classes] of ``x`` ([N, H, W, C] or [N, C, H, W] per ``data_format``).
 
     With ``taps=True`` returns ``(logits, {path: output})`` for "stem" and every block path
-    (``layer1.0``...), each in ``data_format``.
+    (``layer1.0``, ``blocks.0.0``...), each in ``data_format``.
     """
     if not is_network(spec):
         raise TypeError(f"not a network spec: {type(spec).__name__}")
@@ -33,10 +36,11 @@ def forward(spec, params, x, data_format: str = "channels_last", taps: bool = Fa
     check_params(spec, params)
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     collected: dict | None = {} if taps else None
-    logits = resnet_forward(spec, p, to_channels_last(x.astype(np.float64), data_format), collected)
+    logits = next(f for t, f in FORWARDS.items() if isinstance(spec, t))(spec, p, to_channels_last(x.astype(np.float64), data_format), collected)
     if taps:
         return logits, {k: from_channels_last(v, data_format) for k, v in collected.items()}
     return logits
 
 
-__all__ = ["ResNet", "Block", "NAMES", "ZOO", "get", "forward", "is_network", "NETWORK_TYPES"]
+__all__ = ["ResNet", "Block", "MobileNet", "Row", "NAMES", "ZOO", "ORACLE_ONLY", "ALL", "get", "forward",
+           "is_network", "NETWORK_TYPES"]

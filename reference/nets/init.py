@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-WEIGHT_KINDS = ("linear", "classifier", "conv1d", "conv2d", "grouped_conv2d")
+WEIGHT_KINDS = ("linear", "classifier", "conv1d", "conv2d", "grouped_conv2d", "depthwise_conv2d")
 BN_RANGES = {"bn_scale": (0.5, 1.5), "bn_shift": (-0.5, 0.5), "bn_mean": (-0.5, 0.5), "bn_var": (0.5, 1.5)}
 
 

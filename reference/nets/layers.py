@@ -3,22 +3,52 @@
 Each follows PyTorch's definition exactly (docs/reference/networks.md "Exactness rules"):
 explicit symmetric zero padding for convolutions, ``-inf`` padding for max-pooling, and
 ``ceil_mode`` / ``count_include_pad`` for average pooling as ``torch.nn.AvgPool2d`` computes them.
+A network whose spec says ``padding="same"`` pads its convolutions as TensorFlow's 'SAME' does
+(`same_pads`; timm's ``Conv2dSame`` / ``pad_same`` in timm/layers/padding.py compute the same amounts).
 """
 from __future__ import annotations
 
 import numpy as np
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0, groups: int = 1) -> np.ndarray:
+PADDINGS = ("symmetric", "same")
+
+
+def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
+    """TensorFlow 'SAME' zero padding of one spatial axis: ``(before, after)``.
+
+    The output has ``ceil(size / stride)`` positions; the padding needed for that is
+    ``total = max((ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)``,
+    ``total // 2`` before and the rest after (so an odd total puts the extra zero on the right / bottom).
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_pads(mode: str, h: int, w: int, kh: int, kw: int, stride: int) -> tuple:
+    """``((top, bottom), (left, right))`` of a convolution under a network's ``padding`` mode:
+    "symmetric" is torch's ``padding=k // 2`` on every side, "same" is `same_pads` per axis."""
+    if mode == "symmetric":
+        return (kh // 2, kh // 2), (kw // 2, kw // 2)
+    if mode == "same":
+        return same_pads(h, kh, stride), same_pads(w, kw, stride)
+    raise ValueError(f"padding={mode!r} is not supported; choose one of {PADDINGS}")
+
+
+def conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding=0, groups: int = 1) -> np.ndarray:
     """[N, H, W, Cin] * weight [Cout, Cin / groups, kh, kw] -> [N, Ho, Wo, Cout], cross-correlation.
 
-    ``padding`` zeros on every side (torch's ``Conv2d(padding=p)``); ``Ho = (H + 2p - kh) // stride + 1``.
+    ``padding``: an int p, zeros on every side (torch's ``Conv2d(padding=p)``, ``Ho = (H + 2p - kh) // stride
+    + 1``), or ``((top, bottom), (left, right))`` as `conv_pads` gives. A depthwise conv is ``groups=Cin``
+    with weight [Cin, 1, kh, kw].
     """
     cout, cin_g, kh, kw = w.shape
     n, h, wd, cin = x.shape
     if cin != cin_g * groups or cout % groups:
         raise ValueError(f"conv2d: input has {cin} channels, weight {w.shape} with groups={groups}")
-    xp = np.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0))) if padding else x
+    (top, bottom), (left, right) = ((padding, padding), (padding, padding)) if np.isscalar(padding) else padding
+    xp = np.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0))) if top or bottom or left or right else x
     win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::stride, ::stride]
     # win: [N, Ho, Wo, Cin, kh, kw]
     ho, wo = win.shape[1:3]
@@ -27,6 +57,17 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int = 1, padding: int = 0, grou
     wg = w.reshape(groups, cout_g, cin_g * kh * kw)
     out = np.einsum("nhwgk,gok->nhwgo", win, wg, optimize=True)
     return np.ascontiguousarray(out.reshape(n, ho, wo, cout))
+
+
+def conv2d_padded(x: np.ndarray, w: np.ndarray, mode: str, stride: int = 1, groups: int = 1) -> np.ndarray:
+    """`conv2d` padded per ``mode`` ("symmetric" | "same", `conv_pads`): the one place a network's
+    convolutions take their padding from its spec."""
+    return conv2d(x, w, stride, conv_pads(mode, x.shape[1], x.shape[2], w.shape[2], w.shape[3], stride), groups)
+
+
+def conv2d_same(x: np.ndarray, w: np.ndarray, stride: int = 1, groups: int = 1) -> np.ndarray:
+    """TensorFlow 'SAME' convolution (timm's ``Conv2dSame``): `conv2d_padded` with ``mode="same"``."""
+    return conv2d_padded(x, w, "same", stride, groups)
 
 
 def batch_norm(x: np.ndarray, p: dict, prefix: str, eps: float) -> np.ndarray:

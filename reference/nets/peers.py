@@ -6,7 +6,9 @@ A network's canonical names are timm's keys; an attention block's parameters sit
 ``num_batches_tracked`` that carry no canonical parameter:
 
 ==================  ============================================================================
-``timm``            timm/models/resnet.py: attention under ``<block>.se`` (SEModule, EcaModule, CbamModule)
+``timm``            timm/models/resnet.py: attention under ``<block>.se`` (SEModule, EcaModule, CbamModule);
+                    for a `MobileNet`, timm/models/_efficientnet_blocks.py's SqueezeExcite under
+                    ``blocks.N.M.se`` (``conv_reduce``, ``conv_expand``), the only layout of that family
 ``official-eca``    BangguWu/ECANet models/eca_resnet.py: ``<block>.eca.conv.weight``; stem '' only
 ``official-cbam``   Jongchan/attention-module MODELS/model_resnet.py: ``<block>.cbam.*``; stem '' only
 ==================  ============================================================================
@@ -23,11 +25,14 @@ import numpy as np
 
 from ..peers import PEER_LAYOUTS, TRANSFORMS
 from ..validation import ParamError
+from .mobile import MobileNet
 from .resnet import ResNet
 
 # network layout -> (attention block layout in PEER_LAYOUTS, the attention's key in a block)
 NETWORK_LAYOUTS = {"timm": ("timm", "se"), "official-eca": ("official-eca", "eca"),
                    "official-cbam": ("official-cbam", "cbam")}
+# spec type -> (the layouts its models have, the PEER_LAYOUTS class holding its attention; None: chosen per spec)
+SPEC_LAYOUTS = {MobileNet: (("timm",), "SqueezeExcite"), ResNet: (tuple(NETWORK_LAYOUTS), None)}
 OFFICIAL_ATTENTION = {"official-eca": "eca", "official-cbam": "cbam"}
 DATA_PARALLEL_PREFIX = "module."
 
@@ -42,10 +47,14 @@ class PeerState:
     stripped_prefix: str = ""
 
 
-def check_layout(spec: ResNet, layout: str) -> None:
+def check_layout(spec, layout: str) -> None:
     """Refuse a network that ``layout``'s models cannot express, naming the field."""
     if layout not in NETWORK_LAYOUTS:
         raise ValueError(f"unknown network layout {layout!r}; choose one of {tuple(NETWORK_LAYOUTS)}")
+    layouts, _ = _spec_layouts(spec)
+    if layout not in layouts:
+        raise ValueError(f"{spec.name or 'this network'} has no {layout} form: a {type(spec).__name__} "
+                         f"is held in the {', '.join(layouts)} layout only")
     if layout in OFFICIAL_ATTENTION:
         want = OFFICIAL_ATTENTION[layout]
         bad = {k: v for k, v in (("attention", spec.attention), ("stem_type", spec.stem_type),
@@ -57,23 +66,32 @@ def check_layout(spec: ResNet, layout: str) -> None:
                              + ", ".join(f"{k}={v!r}" for k, v in bad.items()))
 
 
-def _attention(spec: ResNet, layout: str):
+def _spec_layouts(spec) -> tuple:
+    for cls, found in SPEC_LAYOUTS.items():
+        if isinstance(spec, cls):
+            return found
+    raise TypeError(f"not a network spec: {type(spec).__name__}")
+
+
+def _attention(spec, layout: str):
     """[(canonical prefix, peer prefix, block spec, peer table)] for every attention block."""
     block_layout, key = NETWORK_LAYOUTS[layout]
     peer = PEER_LAYOUTS[block_layout]
+    fixed = _spec_layouts(spec)[1]
     out = []
     for b in spec.blocks():
         if b.attention is not None:
             prefix = f"{b.path}.{key}"
-            out.append((f"{b.path}.se", prefix, b.attention, peer.table_for(prefix, b.attention)))
+            table = peer.table(fixed) if fixed else peer.table_for(prefix, b.attention)
+            out.append((f"{b.path}.se", prefix, b.attention, table))
     return out
 
 
-def _batchnorm_prefixes(spec: ResNet) -> list[str]:
+def _batchnorm_prefixes(spec) -> list[str]:
     return [info.name[: -len(".running_mean")] for info in spec.param_table() if info.kind == "bn_mean"]
 
 
-def expected_shapes(spec: ResNet, layout: str) -> dict[str, tuple]:
+def expected_shapes(spec, layout: str) -> dict[str, tuple]:
     """``{peer key: shape}`` of every tensor a ``layout`` checkpoint of ``spec`` holds, buffers included."""
     check_layout(spec, layout)
     shapes = spec.param_shapes()
@@ -101,7 +119,7 @@ def _is_buffer(key: str) -> bool:
     return key.endswith("num_batches_tracked")
 
 
-def to_peer(spec: ResNet, params: Mapping[str, np.ndarray], layout: str = "timm",
+def to_peer(spec, params: Mapping[str, np.ndarray], layout: str = "timm",
             extras: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Canonical ``params`` -> ``{peer key: array}`` in ``layout``, with every ``num_batches_tracked``
     (from ``extras`` where given, else 0), in the peer's state-dict order."""
@@ -138,7 +156,7 @@ def strip_data_parallel(state: Mapping[str, np.ndarray]) -> tuple[dict, str]:
     return dict(state), ""
 
 
-def from_peer(spec: ResNet, state: Mapping[str, np.ndarray], layout: str = "timm") -> PeerState:
+def from_peer(spec, state: Mapping[str, np.ndarray], layout: str = "timm") -> PeerState:
     """A ``layout`` checkpoint of ``spec`` -> canonical parameters, refusing it unless every key is known.
 
     Missing, unexpected and mis-shaped keys are reported apart, each by name, in one `ParamError`
@@ -156,7 +174,7 @@ def from_peer(spec: ResNet, state: Mapping[str, np.ndarray], layout: str = "timm
            if k in state and not _is_buffer(k) and not np.issubdtype(np.asarray(state[k]).dtype, np.floating)
            and np.asarray(state[k]).dtype.name != "bfloat16"}
     if missing or unexpected or mismatched or bad:
-        raise ParamError(missing, unexpected, mismatched, bad, context=f"a {layout} {spec.name or 'ResNet'} checkpoint")
+        raise ParamError(missing, unexpected, mismatched, bad, context=f"a {layout} {spec.name or type(spec).__name__} checkpoint")
     attn = _attention(spec, layout)
     inside = {c for c, *_ in attn}
     params, extras = {}, {}

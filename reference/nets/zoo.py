@@ -1,14 +1,18 @@
-"""The named networks: each name is a `ResNet` spec (data), equal to the peer named beside it.
+"""The named networks: each name is a spec (data), equal to the peer named beside it.
 
+`ZOO`: the `ResNet` family, which every backend builds. `ORACLE_ONLY`: MobileNetV3 and EfficientNet
+(`MobileNet` specs), so far in the oracle and the peer layouts only; `ALL` holds both and `get` reads it.
 docs/reference/networks.md shows this table with parameter counts. Upstream definitions:
 timm/models/resnet.py (the timm names), BangguWu/ECANet models/eca_resnet.py (``eca_resnet*``),
 Jongchan/attention-module MODELS/model_resnet.py (``cbam_resnet*``, ``ResidualNet("ImageNet", depth,
-1000, "CBAM")``).
+1000, "CBAM")``), timm/models/mobilenetv3.py (``_gen_mobilenet_v3``) and timm/models/efficientnet.py
+(``_gen_efficientnet``) for the ``arch_def`` rows below.
 """
 from __future__ import annotations
 
 from typing import NamedTuple
 
+from .mobile import MobileNet, Row
 from .resnet import ResNet
 
 B, BN = "basic", "bottleneck"
@@ -22,6 +26,7 @@ class Entry(NamedTuple):
     fields: dict
     peer: str       # what the model must equal
     family: str     # docs grouping
+    spec: type = ResNet  # the spec class `get` builds from ``fields``
 
 
 def _timm(name):
@@ -83,19 +88,69 @@ ZOO: dict[str, Entry] = {
 
 NAMES = tuple(ZOO)
 
+# --- MobileNetV3 and EfficientNet: timm's arch_def rows --------------------------------------------------
+# Row(block, repeats, kernel, stride, expansion, out_channels, se, activation); "nre" rows are ReLU
+RE, HS, SW, M3, EF = "relu", "hard_swish", "silu", "mobilenetv3", "efficientnet"
+MNV3_SMALL = (
+    (Row("ds", 1, 3, 2, 1, 16, M3, RE),),
+    (Row("ir", 1, 3, 2, 4.5, 24, None, RE), Row("ir", 1, 3, 1, 3.67, 24, None, RE)),
+    (Row("ir", 1, 5, 2, 4, 40, M3, HS), Row("ir", 2, 5, 1, 6, 40, M3, HS)),
+    (Row("ir", 2, 5, 1, 3, 48, M3, HS),),
+    (Row("ir", 3, 5, 2, 6, 96, M3, HS),),
+    (Row("cn", 1, 1, 1, 1, 576, None, HS),),
+)
+MNV3_LARGE = (
+    (Row("ds", 1, 3, 1, 1, 16, None, RE),),
+    (Row("ir", 1, 3, 2, 4, 24, None, RE), Row("ir", 1, 3, 1, 3, 24, None, RE)),
+    (Row("ir", 3, 5, 2, 3, 40, M3, RE),),
+    (Row("ir", 1, 3, 2, 6, 80, None, HS), Row("ir", 1, 3, 1, 2.5, 80, None, HS), Row("ir", 2, 3, 1, 2.3, 80, None, HS)),
+    (Row("ir", 2, 3, 1, 6, 112, M3, HS),),
+    (Row("ir", 3, 5, 2, 6, 160, M3, HS),),
+    (Row("cn", 1, 1, 1, 1, 960, None, HS),),
+)
+EFFICIENTNET_B0 = (
+    (Row("ds", 1, 3, 1, 1, 16, EF, SW),),
+    (Row("ir", 2, 3, 2, 6, 24, EF, SW),),
+    (Row("ir", 2, 5, 2, 6, 40, EF, SW),),
+    (Row("ir", 3, 3, 2, 6, 80, EF, SW),),
+    (Row("ir", 3, 5, 1, 6, 112, EF, SW),),
+    (Row("ir", 4, 5, 2, 6, 192, EF, SW),),
+    (Row("ir", 1, 3, 1, 6, 320, EF, SW),),
+)
+SMALL = dict(stages=MNV3_SMALL, stem_channels=16, activation=HS, head="mobilenetv3", head_channels=1024)
+LARGE = dict(stages=MNV3_LARGE, stem_channels=16, activation=HS, head="mobilenetv3", head_channels=1280)
+B0 = dict(stages=EFFICIENTNET_B0, stem_channels=32, activation=SW, head="efficientnet", head_channels=1280)
+TF = dict(padding="same", bn_eps=1e-3)  # timm's tf_* ports of the TensorFlow checkpoints (BN_EPS_TF_DEFAULT)
 
-def get(name: str, **overrides) -> ResNet:
-    """The spec of network ``name`` (one of `NAMES`), with fields replaced by ``overrides``
-    (``num_classes=10``, ``eca_kernels=(3, 3, 5, 7)``, ...)."""
-    if name not in ZOO:
+
+def _mobile(fields, name, family):
+    return Entry(fields, _timm(name), family, MobileNet)
+
+
+ORACLE_ONLY: dict[str, Entry] = {
+    "mobilenetv3_small_100": _mobile(SMALL, "mobilenetv3_small_100", "mobilenetv3"),
+    "mobilenetv3_large_100": _mobile(LARGE, "mobilenetv3_large_100", "mobilenetv3"),
+    "tf_mobilenetv3_small_100": _mobile({**SMALL, **TF}, "tf_mobilenetv3_small_100", "mobilenetv3"),
+    "tf_mobilenetv3_large_100": _mobile({**LARGE, **TF}, "tf_mobilenetv3_large_100", "mobilenetv3"),
+    "efficientnet_b0": _mobile(B0, "efficientnet_b0", "efficientnet"),
+    "tf_efficientnet_b0": _mobile({**B0, **TF}, "tf_efficientnet_b0", "efficientnet"),
+}
+ALL: dict[str, Entry] = {**ZOO, **ORACLE_ONLY}
+
+
+def get(name: str, **overrides):
+    """The spec of network ``name`` (one of `ALL`: `NAMES` and `ORACLE_ONLY`), with fields replaced by
+    ``overrides`` (``num_classes=10``, ``eca_kernels=(3, 3, 5, 7)``, ``padding="same"``, ...)."""
+    if name not in ALL:
         import difflib
 
-        close = difflib.get_close_matches(str(name), NAMES, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; choose one of {', '.join(NAMES)}"
+        close = difflib.get_close_matches(str(name), tuple(ALL), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; choose one of {', '.join(ALL)}"
         raise ValueError(f"unknown network {name!r}{hint}")
-    fields = {**ZOO[name].fields, "name": name}
-    unknown = set(overrides) - set(ResNet.__dataclass_fields__)
+    entry = ALL[name]
+    fields = {**entry.fields, "name": name}
+    unknown = set(overrides) - set(entry.spec.__dataclass_fields__)
     if unknown:
-        raise TypeError(f"{name}: unknown spec fields {sorted(unknown)}; a network spec has "
-                        f"{sorted(ResNet.__dataclass_fields__)}")
-    return ResNet(**{**fields, **overrides})
+        raise TypeError(f"{name}: unknown spec fields {sorted(unknown)}; a {entry.spec.__name__} spec has "
+                        f"{sorted(entry.spec.__dataclass_fields__)}")
+    return entry.spec(**{**fields, **overrides})

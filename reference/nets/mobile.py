@@ -1,0 +1,265 @@
+"""MobileNetV3 and EfficientNet as data: timm's ``MobileNetV3`` and ``EfficientNet`` classes built from
+rows of depthwise-separable ("ds"), inverted-residual ("ir") and conv-BN-act ("cn") blocks.
+
+Upstream: timm/models/mobilenetv3.py (``_gen_mobilenet_v3``, ``MobileNetV3``), timm/models/efficientnet.py
+(``_gen_efficientnet``, ``EfficientNet``), timm/models/_efficientnet_blocks.py (``DepthwiseSeparableConv``,
+``InvertedResidual``, ``ConvBnAct``, ``SqueezeExcite``), timm/models/_efficientnet_builder.py (block
+widths, SE widths) and timm/layers/padding.py ('same' padding). One spec family serves timm's two styles:
+``padding="symmetric"`` with BN eps 1e-5 (``mobilenetv3_*``, ``efficientnet_*``) and TF's
+``padding="same"`` with eps 1e-3 (``tf_*``).
+
+Canonical names are timm's state-dict keys (``conv_stem.weight``, ``blocks.1.0.conv_dw.weight``), in
+PyTorch axis order; an SE keeps `reference.SE`'s canonical names under ``<block>.se``
+(``blocks.2.0.se.fc1.weight`` [R, C]). docs/reference/networks.md lists the models.
+"""
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import activations
+from ..layout import ParamInfo
+from ..rules import make_divisible
+from ..se import SE, se_forward
+from ..spec_base import SpecBase, check_choice, check_int, check_odd_kernel
+from . import layers as L
+from .resnet import _bn, _sub
+
+BLOCK_TYPES = ("ds", "ir", "cn")
+ACTIVATIONS = ("relu", "hard_swish", "silu")
+# SE preset -> (block channels, block input channels) -> SE spec (reference/se.py)
+SE_PRESETS = {"mobilenetv3": lambda c, cin: SE.mobilenetv3(c), "efficientnet": lambda c, cin: SE.efficientnet(c, cin)}
+HEADS = ("mobilenetv3", "efficientnet")
+PADDINGS = L.PADDINGS
+
+
+class Row(NamedTuple):
+    """One row of timm's ``arch_def``: ``repeats`` blocks of one type, the first with ``stride``.
+
+    ``expansion``: an "ir" block's hidden width is ``make_divisible(in * expansion, 8)``; "ds" and "cn"
+    take 1. ``se``: None or a `SE_PRESETS` name, an SE on the depthwise conv's output. A "cn" block is
+    ``kernel`` x ``kernel`` conv + BN + act with no shortcut (MobileNetV3's last block, the head's 1x1 conv).
+    """
+
+    block: str
+    repeats: int
+    kernel: int
+    stride: int
+    expansion: float
+    out_channels: int
+    se: str | None
+    activation: str
+
+
+class Block(NamedTuple):
+    """One block of a `MobileNet` spec, as the network builds it."""
+
+    path: str               # "blocks.2.1"
+    kind: str               # "ds" | "ir" | "cn"
+    in_channels: int
+    mid_channels: int       # the depthwise conv's channels (ds: in_channels; cn: out_channels)
+    out_channels: int
+    kernel: int
+    stride: int
+    activation: str
+    attention: SE | None    # on mid_channels
+    skip: bool              # identity shortcut: stride 1 and in == out ("ds" and "ir" only)
+
+
+def _conv(name, cout, cin, k, meaning) -> ParamInfo:
+    return ParamInfo(f"{name}.weight", (cout, cin, k, k), "conv2d", f"{meaning} [out={cout}, in={cin}, {k}, {k}]",
+                     cin * k * k)
+
+
+def _dw(name, c, k) -> ParamInfo:
+    return ParamInfo(f"{name}.weight", (c, 1, k, k), "depthwise_conv2d", f"depthwise conv [C={c}, 1, {k}, {k}]", k * k)
+
+
+def _number(field, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{field} must be a positive real number, got {value!r}")
+    return float(value)
+
+
+def _row(field: str, row) -> Row:
+    if not isinstance(row, (tuple, list)) or len(row) != len(Row._fields):
+        raise ValueError(f"{field} must be a Row of {len(Row._fields)} fields {Row._fields}, got {row!r}")
+    r = Row(*row)
+    check_choice(f"{field}.block", r.block, BLOCK_TYPES)
+    check_int(f"{field}.repeats", r.repeats, 1)
+    check_odd_kernel(f"{field}.kernel", r.kernel)
+    check_choice(f"{field}.stride", r.stride, (1, 2))
+    expansion = _number(f"{field}.expansion", r.expansion)
+    if r.block != "ir" and expansion != 1:
+        raise ValueError(f"{field}.expansion must be 1 for a {r.block!r} block, got {r.expansion!r}")
+    check_int(f"{field}.out_channels", r.out_channels, 1)
+    if r.se is not None:
+        check_choice(f"{field}.se", r.se, tuple(SE_PRESETS))
+        if r.block == "cn":
+            raise ValueError(f"{field}.se must be None for a 'cn' block (timm's ConvBnAct has no SE)")
+    check_choice(f"{field}.activation", r.activation, ACTIVATIONS)
+    return r._replace(repeats=int(r.repeats), kernel=int(r.kernel), expansion=expansion,
+                      out_channels=int(r.out_channels))
+
+
+@dataclass(frozen=True)
+class MobileNet(SpecBase):
+    """A MobileNetV3 / EfficientNet: stem, stages of `Row` blocks, head, classifier.
+
+    ``stages``: a tuple of stages, each a tuple of `Row` (block ``j`` of stage ``i`` is ``blocks.i.j``);
+    ``stem_channels``: the stem's 3x3 stride-2 conv + BN + ``activation``;
+    ``head``: "mobilenetv3" (global average, ``conv_head`` 1x1 with bias, ``activation``) or "efficientnet"
+    (``conv_head`` 1x1 without bias, ``bn2``, ``activation``, global average), ``head_channels`` wide, then
+    the ``classifier``; ``padding``: "symmetric" (torch's ``k // 2``) or "same" (TF 'SAME',
+    `reference.nets.layers.same_pads`); ``bn_eps``: every BatchNorm's epsilon.
+    Input [N, H, W, in_chans]; output logits [N, num_classes].
+    """
+
+    stages: tuple
+    stem_channels: int = 16
+    activation: str = "hard_swish"
+    head: str = "mobilenetv3"
+    head_channels: int = 1024
+    padding: str = "symmetric"
+    bn_eps: float = 1e-5
+    num_classes: int = 1000
+    in_chans: int = 3
+    name: str = ""
+
+    kind = "mobilenet"
+
+    def __post_init__(self):
+        if not isinstance(self.stages, (tuple, list)) or not self.stages:
+            raise ValueError(f"stages must be a non-empty tuple of stages (tuples of Row), got {self.stages!r}")
+        stages = []
+        for i, stage in enumerate(self.stages):
+            if not isinstance(stage, (tuple, list)) or not stage or isinstance(stage, Row):
+                raise ValueError(f"stages[{i}] must be a non-empty tuple of Row, got {stage!r}")
+            stages.append(tuple(_row(f"stages[{i}][{j}]", r) for j, r in enumerate(stage)))
+        self._set("stages", tuple(stages))
+        for field, low in (("stem_channels", 1), ("head_channels", 1), ("num_classes", 1), ("in_chans", 1)):
+            check_int(field, getattr(self, field), low)
+        check_choice("activation", self.activation, ACTIVATIONS)
+        check_choice("head", self.head, HEADS)
+        check_choice("padding", self.padding, PADDINGS)
+        self._set("bn_eps", _number("bn_eps", self.bn_eps))
+
+    # --- structure ----------------------------------------------------------------------------------
+    @property
+    def channels(self) -> int:
+        """The input's channel count (the input checks read ``spec.channels``)."""
+        return self.in_chans
+
+    @property
+    def num_features(self) -> int:
+        """The last block's output channels (what the head's 1x1 conv reads)."""
+        return self.stages[-1][-1].out_channels
+
+    def blocks(self) -> tuple:
+        """Every block, in order (timm's ``EfficientNetBuilder``: widths from the previous block's output)."""
+        out, cin = [], self.stem_channels
+        for i, stage in enumerate(self.stages):
+            j = 0
+            for row in stage:
+                for r in range(row.repeats):
+                    stride = row.stride if r == 0 else 1
+                    cout = row.out_channels
+                    mid = {"ds": cin, "cn": cout, "ir": make_divisible(cin * row.expansion, 8)}[row.block]
+                    se = SE_PRESETS[row.se](mid, cin) if row.se else None
+                    skip = row.block != "cn" and stride == 1 and cin == cout
+                    out.append(Block(f"blocks.{i}.{j}", row.block, cin, mid, cout, row.kernel, stride,
+                                     row.activation, se, skip))
+                    cin, j = cout, j + 1
+        return tuple(out)
+
+    def depth(self) -> int:
+        """Weight layers on the longest path from input to logits (stem conv, each block's convs and SE
+        layers, the head's conv, the classifier): the number of roundings a network tolerance must cover."""
+        convs = {"ds": 2, "ir": 3, "cn": 1}
+        return 1 + sum(convs[b.kind] + (2 if b.attention else 0) for b in self.blocks()) + 2
+
+    # --- parameters ---------------------------------------------------------------------------------
+    def param_table(self) -> list[ParamInfo]:
+        t = [_conv("conv_stem", self.stem_channels, self.in_chans, 3, "stem 3x3 s2 conv")] + _bn("bn1", self.stem_channels)
+        for b in self.blocks():
+            p = b.path
+            se = ([ParamInfo(f"{p}.se.{i.name}", i.shape, i.kind, i.meaning, i.fan_in) for i in b.attention.param_table()]
+                  if b.attention else [])
+            if b.kind == "ds":
+                t += [_dw(f"{p}.conv_dw", b.in_channels, b.kernel), *_bn(f"{p}.bn1", b.in_channels), *se,
+                      _conv(f"{p}.conv_pw", b.out_channels, b.in_channels, 1, "pointwise conv"),
+                      *_bn(f"{p}.bn2", b.out_channels)]
+            elif b.kind == "ir":
+                t += [_conv(f"{p}.conv_pw", b.mid_channels, b.in_channels, 1, "expansion conv"),
+                      *_bn(f"{p}.bn1", b.mid_channels), _dw(f"{p}.conv_dw", b.mid_channels, b.kernel),
+                      *_bn(f"{p}.bn2", b.mid_channels), *se,
+                      _conv(f"{p}.conv_pwl", b.out_channels, b.mid_channels, 1, "projection conv"),
+                      *_bn(f"{p}.bn3", b.out_channels)]
+            else:
+                t += [_conv(f"{p}.conv", b.out_channels, b.in_channels, b.kernel, "conv"), *_bn(f"{p}.bn1", b.out_channels)]
+        c, h = self.num_features, self.head_channels
+        t.append(_conv("conv_head", h, c, 1, "head 1x1 conv"))
+        if self.head == "mobilenetv3":
+            t.append(ParamInfo("conv_head.bias", (h,), "bias", f"head conv bias [{h}]", c))
+        else:
+            t += _bn("bn2", h)
+        t.append(ParamInfo("classifier.weight", (self.num_classes, h), "classifier",
+                           f"classifier [out={self.num_classes}, in={h}]", h))
+        t.append(ParamInfo("classifier.bias", (self.num_classes,), "bias", f"classifier bias [{self.num_classes}]", h))
+        return t
+
+    def init_params(self, seed: int = 0, dtype=np.float32) -> dict:
+        """Deterministic canonical parameters with every BatchNorm randomized (see `init_network_params`)."""
+        from .init import init_network_params
+
+        return init_network_params(self, seed=seed, dtype=dtype)
+
+
+# --- the float64 forward ------------------------------------------------------------------------------
+def _act(name: str, x: np.ndarray) -> np.ndarray:
+    return activations.ACTIVATIONS[name](x)
+
+
+def block_forward(spec: MobileNet, b: Block, p: dict, x: np.ndarray) -> np.ndarray:
+    eps, q, pad = spec.bn_eps, b.path, spec.padding
+    bn = lambda y, name: L.batch_norm(y, p, f"{q}.{name}", eps)  # noqa: E731
+    if b.kind == "cn":
+        return _act(b.activation, bn(L.conv2d_padded(x, p[f"{q}.conv.weight"], pad, b.stride), "bn1"))
+    y = x
+    if b.kind == "ir":
+        y = _act(b.activation, bn(L.conv2d(y, p[f"{q}.conv_pw.weight"]), "bn1"))
+    dw_bn = "bn1" if b.kind == "ds" else "bn2"
+    y = _act(b.activation, bn(L.conv2d_padded(y, p[f"{q}.conv_dw.weight"], pad, b.stride, b.mid_channels), dw_bn))
+    if b.attention is not None:
+        y = se_forward(b.attention, _sub(p, f"{q}.se"), y)
+    if b.kind == "ds":
+        y = bn(L.conv2d(y, p[f"{q}.conv_pw.weight"]), "bn2")
+    else:
+        y = bn(L.conv2d(y, p[f"{q}.conv_pwl.weight"]), "bn3")
+    return y + x if b.skip else y
+
+
+def mobile_forward(spec: MobileNet, p: dict, x: np.ndarray, taps: dict | None = None) -> np.ndarray:
+    """float64 logits [N, classes] of channels-last ``x``; ``taps`` (if given) receives the stem's and
+    every block's output, keyed "stem" and by block path, channels-last."""
+    x = L.conv2d_padded(x, p["conv_stem.weight"], spec.padding, 2)
+    x = _act(spec.activation, L.batch_norm(x, p, "bn1", spec.bn_eps))
+    if taps is not None:
+        taps["stem"] = x
+    for b in spec.blocks():
+        x = block_forward(spec, b, p, x)
+        if taps is not None:
+            taps[b.path] = x
+    if spec.head == "mobilenetv3":
+        v = L.global_avg(x) @ p["conv_head.weight"][:, :, 0, 0].T + p["conv_head.bias"]
+        v = _act(spec.activation, v)
+    else:
+        y = L.batch_norm(L.conv2d(x, p["conv_head.weight"]), p, "bn2", spec.bn_eps)
+        v = L.global_avg(_act(spec.activation, y))
+    return L.linear(v, p, "classifier")
+
+
+__all__ = ["MobileNet", "Row", "Block", "mobile_forward"]
