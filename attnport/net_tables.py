@@ -7,10 +7,24 @@ FAMILY_TITLES = {
     "baseline": "baselines without attention", "timm-se": "timm SE-ResNet / SE-ResNeXt",
     "timm-eca": "timm ECA-ResNet", "timm-cbam": "timm ResNet + CbamModule",
     "official-eca": "official ECA-Net", "official-cbam": "official CBAM (ImageNet form)",
+    "mobilenetv3": "timm MobileNetV3 (oracle only)", "efficientnet": "timm EfficientNet (oracle only)",
 }
 
 
+def _mobile_structure(spec) -> str:
+    blocks = spec.blocks()
+    kinds = "/".join(k for k in ("ds", "ir", "cn") if any(b.kind == k for b in blocks))
+    se = sorted({r.se for stage in spec.stages for r in stage if r.se})
+    parts = [f"{kinds}, {len(blocks)} blocks in {len(spec.stages)} stages", f"stem {spec.stem_channels}",
+             f"{spec.head} head {spec.head_channels}"]
+    parts += [f"SE.{s}" for s in se]
+    parts.append(f"padding {spec.padding}, BN eps {spec.bn_eps:g}")
+    return ", ".join(parts)
+
+
 def _structure(spec) -> str:
+    if isinstance(spec, nets.MobileNet):
+        return _mobile_structure(spec)
     parts = [f"{spec.block}", "-".join(map(str, spec.layers))]
     if spec.stem_type:
         parts.append(f"stem {spec.stem_type} {spec.stem_width}")
@@ -29,7 +43,7 @@ def _structure(spec) -> str:
 def model_table() -> str:
     """One row per named network: name, family, structure, trainable parameters, the peer it equals."""
     lines = ["| name | family | structure | parameters | equals |", "|---|---|---|---|---|"]
-    for name, entry in nets.ZOO.items():
+    for name, entry in nets.ALL.items():
         spec = nets.get(name)
         lines.append(f"| `{name}` | {FAMILY_TITLES[entry.family]} | {_structure(spec)} | "
                      f"{spec.num_trainable_params():,} | `{entry.peer}` |")

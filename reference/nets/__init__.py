@@ -36,7 +36,8 @@ def forward(spec, params, x, data_format: str = "channels_last", taps: bool = Fa
     check_params(spec, params)
     p = {k: np.asarray(v, dtype=np.float64) for k, v in params.items()}
     collected: dict | None = {} if taps else None
-    logits = next(f for t, f in FORWARDS.items() if isinstance(spec, t))(spec, p, to_channels_last(x.astype(np.float64), data_format), collected)
+    network_forward = next(f for t, f in FORWARDS.items() if isinstance(spec, t))
+    logits = network_forward(spec, p, to_channels_last(x.astype(np.float64), data_format), collected)
     if taps:
         return logits, {k: from_channels_last(v, data_format) for k, v in collected.items()}
     return logits

@@ -183,11 +183,12 @@ class MobileNet(SpecBase):
 
     # --- parameters ---------------------------------------------------------------------------------
     def param_table(self) -> list[ParamInfo]:
-        t = [_conv("conv_stem", self.stem_channels, self.in_chans, 3, "stem 3x3 s2 conv")] + _bn("bn1", self.stem_channels)
+        t = [_conv("conv_stem", self.stem_channels, self.in_chans, 3, "stem 3x3 s2 conv"),
+             *_bn("bn1", self.stem_channels)]
         for b in self.blocks():
             p = b.path
-            se = ([ParamInfo(f"{p}.se.{i.name}", i.shape, i.kind, i.meaning, i.fan_in) for i in b.attention.param_table()]
-                  if b.attention else [])
+            se = [ParamInfo(f"{p}.se.{i.name}", i.shape, i.kind, i.meaning, i.fan_in)
+                  for i in (b.attention.param_table() if b.attention else [])]
             if b.kind == "ds":
                 t += [_dw(f"{p}.conv_dw", b.in_channels, b.kernel), *_bn(f"{p}.bn1", b.in_channels), *se,
                       _conv(f"{p}.conv_pw", b.out_channels, b.in_channels, 1, "pointwise conv"),
@@ -199,7 +200,8 @@ class MobileNet(SpecBase):
                       _conv(f"{p}.conv_pwl", b.out_channels, b.mid_channels, 1, "projection conv"),
                       *_bn(f"{p}.bn3", b.out_channels)]
             else:
-                t += [_conv(f"{p}.conv", b.out_channels, b.in_channels, b.kernel, "conv"), *_bn(f"{p}.bn1", b.out_channels)]
+                t += [_conv(f"{p}.conv", b.out_channels, b.in_channels, b.kernel, "conv"),
+                      *_bn(f"{p}.bn1", b.out_channels)]
         c, h = self.num_features, self.head_channels
         t.append(_conv("conv_head", h, c, 1, "head 1x1 conv"))
         if self.head == "mobilenetv3":

@@ -174,7 +174,8 @@ def from_peer(spec, state: Mapping[str, np.ndarray], layout: str = "timm") -> Pe
            if k in state and not _is_buffer(k) and not np.issubdtype(np.asarray(state[k]).dtype, np.floating)
            and np.asarray(state[k]).dtype.name != "bfloat16"}
     if missing or unexpected or mismatched or bad:
-        raise ParamError(missing, unexpected, mismatched, bad, context=f"a {layout} {spec.name or type(spec).__name__} checkpoint")
+        raise ParamError(missing, unexpected, mismatched, bad,
+                         context=f"a {layout} {spec.name or type(spec).__name__} checkpoint")
     attn = _attention(spec, layout)
     inside = {c for c, *_ in attn}
     params, extras = {}, {}
