@@ -144,6 +144,10 @@ class Adapter:
     def build(self, spec, seed: int | None = None, dtype="float32", **options):
         """A module for ``spec`` with the framework's own initialization, seeded when ``seed`` is given."""
         dtype = reference.dtypes.check_supported(dtype)
+        if getattr(spec, "kind", None) not in self.modules:
+            raise TypeError(f"the {self.name} backend builds {', '.join(sorted(self.modules))} specs, not "
+                            f"{type(spec).__name__} ({getattr(spec, 'kind', '?')!r}); reference.forward computes "
+                            "it, and attnport.verify checks a port of it")
         with self.scope(dtype):
             return self.construct(self.modules[spec.kind], spec, seed, dtype, **options)
 

@@ -510,6 +510,9 @@ def resolve_file(path, state: dict, metadata: dict, model: str | None, layout: s
             raise BadInput(f"{path}: the file does not say which network it holds; {CHOOSE_MODEL}")
         return resolve(state, path, model=declared[0], layouts=layouts, declared=True)
     if model != AUTO and model not in nets.ZOO:
+        if model in nets.ORACLE_ONLY:
+            raise BadInput(f"{model} has a reference oracle but no backend network and no checkpoint layout yet; "
+                           f"whole-network conversion takes one of {', '.join(nets.NAMES)}")
         nets.get(model)  # raises, naming the close names
     return resolve(state, path, model=model, layouts=layouts)
 

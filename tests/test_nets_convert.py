@@ -302,3 +302,18 @@ def test_keras_layout_is_the_keras_networks_own_variable_paths_and_weights_h5_lo
     assert code == 2 and "--force" in err and [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
     code, _, err = run(capsys, "inspect", dst, "--model", "auto")
     assert code == 2 and "not read back as a whole network" in err
+
+
+def test_a_network_with_an_oracle_but_no_backend_network_is_refused_by_name(sources, tmp_path, capsys):
+    """MobileNetV3 / EfficientNet have a reference oracle (reference.nets.ORACLE_ONLY) but no backend network
+    and no converter layout yet: --model refuses them by name, exit 2, no traceback, nothing written."""
+    from reference import nets
+
+    name = next(iter(nets.ORACLE_ONLY))
+    src, _ = sources["seresnet18"]
+    dst = tmp_path / "out.safetensors"
+    for argv in (("convert", src, dst, "--model", name, "--to", "canonical"), ("inspect", src, "--model", name)):
+        code, out, err = run(capsys, *argv)
+        assert code == 2 and name in err and "Traceback" not in err, err
+        assert "no backend network" in err
+    assert not dst.exists()

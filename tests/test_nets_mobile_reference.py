@@ -202,3 +202,12 @@ def test_get_and_the_peer_layouts_refuse_by_name():
     del state["blocks.3.1.se.conv_expand.bias"]
     with pytest.raises(reference.ParamError, match=r"blocks\.3\.1\.se\.conv_expand\.bias"):
         P.from_peer(spec, state, "timm")
+
+
+@pytest.mark.parametrize("backend", ["torch", "tf", "jax"])
+def test_a_backend_without_the_network_says_so_by_name(backend):
+    from helpers import get_bridge
+
+    bridge = get_bridge(backend)
+    with pytest.raises(TypeError, match=r"builds .*resnet.* specs, not MobileNet \('mobilenet'\)"):
+        bridge.build(nets.get("mobilenetv3_small_100"))

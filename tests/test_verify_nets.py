@@ -37,3 +37,15 @@ def test_a_wrong_network_fails_unexplained(spec, bug):
     assert not report.passed and report.diagnosis == []
     assert any("block catalogue does not apply" in n for n in report.notes)
     assert "no known bug explains this" in report.to_markdown()
+
+
+def test_a_timm_mobilenet_verifies_against_its_own_style_only():
+    """The reference's MobileNetV3 (TF 'SAME' style) verifies timm's tf_mobilenetv3_small_100, and refuses the
+    torch-style mobilenetv3_small_100 whose weights have the same shapes (symmetric padding, BN eps 1e-5)."""
+    timm = pytest.importorskip("timm")
+    spec = reference.nets.get("tf_mobilenetv3_small_100", num_classes=10)
+    same_style = timm.create_model("tf_mobilenetv3_small_100", pretrained=False, num_classes=10).eval()
+    other_style = timm.create_model("mobilenetv3_small_100", pretrained=False, num_classes=10).eval()
+    report = attnport.verify(same_style, spec)
+    assert report.passed, report.to_markdown()
+    assert not attnport.verify(other_style, spec).passed
