@@ -217,3 +217,33 @@ def test_a_backend_without_the_network_says_so_by_name(backend):
     bridge = get_bridge(backend)
     with pytest.raises(TypeError, match=r"builds .*resnet.* specs, not Transformer \('transformer'\)"):
         bridge.build(Transformer())
+
+
+@pytest.mark.parametrize("tv_name, name, eps", [("mobilenet_v3_small", "mobilenetv3_small_100", 1e-3),
+                                                ("efficientnet_b0", "efficientnet_b0", 1e-5)])
+def test_torchvision_computes_the_symmetric_spec_with_its_own_epsilon(tv_name, name, eps):
+    """torchvision's MobileNetV3 is timm's mobilenetv3_*_100 with BatchNorm eps 1e-3 (timm: 1e-5), so the two
+    are not the same function; its EfficientNet-B0 is timm's efficientnet_b0. Both state dicts hold the same
+    tensors in the same order (a 1x1 conv head is torchvision's first Linear), which the test uses to move the
+    weights; a torchvision layout in reference.nets.peers does not exist yet."""
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+    spec = nets.get(name, bn_eps=eps)
+    p = spec.init_params(seed=0, dtype=np.float64)
+    model = getattr(torchvision.models, tv_name)(weights=None).double().eval()
+    theirs = model.state_dict()
+    ours = P.to_peer(spec, p, "timm")
+    assert len(ours) == len(theirs)
+    moved = {}
+    for (_, value), (key, slot) in zip(ours.items(), theirs.items()):
+        assert value.size == slot.numel(), key
+        moved[key] = torch.from_numpy(np.ascontiguousarray(value).reshape(tuple(slot.shape))).to(slot.dtype)
+    model.load_state_dict(moved)
+    x = np.random.default_rng(0).standard_normal((1, 32, 32, 3))
+    with torch.no_grad():
+        y = model(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))).numpy()
+    ref = nets.forward(spec, p, x)
+    reference.assert_within(y, ref, reference.network_tolerance(spec, "float64", ref), what=tv_name)
+    if name.startswith("mobilenetv3"):  # with timm's epsilon the logits move far outside the tolerance
+        timm_eps = nets.forward(nets.get(name), p, x)
+        assert not reference.within(y, timm_eps, reference.network_tolerance(spec, "float64", ref))
