@@ -2,7 +2,8 @@
 
 Native variables are reached by attribute path (``fc1.kernel``, ``bn.mean``); names and axis
 permutations come from `reference.layout` (layout key "flax"); an integer path component indexes an
-`nnx.List` (a network's ``layer1.0.conv1.kernel``, `jax_impl.nets.ResNet`). Modules compute in [N, H, W, C] and run
+`nnx.List` (a network's ``layer1.0.conv1.kernel``, `jax_impl.nets.ResNet`; ``blocks.2.1.conv_dw.kernel``,
+`jax_impl.mobile.MobileNet`). Modules compute in [N, H, W, C] and run
 under ``jax.jit`` over ``nnx.split`` / ``nnx.merge`` (one compile per module structure, shape and
 dtype). float64 work runs inside a scoped ``jax.enable_x64(True)``, so the global JAX config is never
 changed.
@@ -22,6 +23,7 @@ from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
+from .mobile import MobileNet
 from .nets import ResNet
 from .se import SEBlock
 
@@ -61,7 +63,7 @@ def _pullback(graphdef, params, rest, x, dy):
 
 class NNXAdapter(Adapter):
     name = "jax"
-    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNet}
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNet, "mobilenet": MobileNet}
 
     def construct(self, cls, spec, seed, dtype, init: str = "flax", **options):
         """``init="flax"``: Flax's own seeded initializers. ``init="zeros"``: every variable zero, for a
