@@ -3,7 +3,8 @@
 Native variables are the module's ``state_dict`` entries; for torch the canonical layout is the
 native layout (`reference.layout`). Modules compute in [N, C, H, W]; a channels-last input runs as an
 NCHW view with ``torch.channels_last`` strides (no copy). A network (`torch_impl.nets.ResNet`, spec kind
-"resnet") is built from its spec as a whole; a block from its spec's fields.
+"resnet"; `torch_impl.mobile.MobileNet`, kind "mobilenet") is built from its spec as a whole; a block from
+its spec's fields.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
+from .mobile import MobileNet
 from .nets import ResNet
 from .se import SEBlock
 
@@ -61,7 +63,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 class TorchAdapter(Adapter):
     name = "torch"
-    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNet}
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNet, "mobilenet": MobileNet}
 
     def construct(self, cls, spec, seed, dtype, **options):
         with torch.random.fork_rng(devices=[]):
