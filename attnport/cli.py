@@ -371,8 +371,8 @@ def _network_model(name: str) -> str:
     if name != AUTO and name not in nets.ZOO:
         if name in nets.ORACLE_ONLY:
             raise argparse.ArgumentTypeError(
-                f"{name} has a reference oracle but no backend network and no checkpoint layout yet; --model "
-                f"takes one of {', '.join(nets.NAMES)}, or auto")
+                f"{name}: whole-network conversion does not cover MobileNetV3/EfficientNet yet (no torchvision "
+                f"or Keras-applications layout); --model takes one of {', '.join(nets.NAMES)}, or auto")
         try:
             nets.get(name)
         except ValueError as exc:

@@ -511,8 +511,8 @@ def resolve_file(path, state: dict, metadata: dict, model: str | None, layout: s
         return resolve(state, path, model=declared[0], layouts=layouts, declared=True)
     if model != AUTO and model not in nets.ZOO:
         if model in nets.ORACLE_ONLY:
-            raise BadInput(f"{model} has a reference oracle but no backend network and no checkpoint layout yet; "
-                           f"whole-network conversion takes one of {', '.join(nets.NAMES)}")
+            raise BadInput(f"{model}: whole-network conversion does not cover MobileNetV3/EfficientNet yet; "
+                           f"it takes one of {', '.join(nets.NAMES)}")
         nets.get(model)  # raises, naming the close names
     return resolve(state, path, model=model, layouts=layouts)
 
