@@ -1,7 +1,7 @@
 """attnport's adapter for Keras 3 (`attnport.adapter.Adapter`): the bridge and `verify` run on it.
 
-Native variables are reached by attribute path (``fc1.kernel``); in a whole network (`ResNetModel`)
-the path starts with the layer's name (``layer1.0.se.fc1.kernel``: layer ``layer1.0.se``, then
+Native variables are reached by attribute path (``fc1.kernel``); in a whole network (`ResNetModel`,
+`MobileNetModel`) the path starts with the layer's name (``layer1.0.se.fc1.kernel``: layer ``layer1.0.se``, then
 ``fc1.kernel``). Names and axis permutations come from `reference.layout` (layout key "keras"). A
 layer or network computes in its own ``data_format``. Everything but `gradients` and `compile` works on
 any Keras backend; those two use TensorFlow.
@@ -18,26 +18,29 @@ from attnport.adapter import Adapter, native_array
 
 from .cbam import CBAMBlock
 from .eca import ECABlock
+from .mobile import MobileNetModel, build_mobilenet
 from .nets import ResNetModel, build_resnet
 from .se import SEBlock
 
 FORMATS = reference.DATA_FORMATS
+NETWORKS = {ResNetModel: build_resnet, MobileNetModel: build_mobilenet}  # network class -> its builder
 
 
 def _variable(module, path: str):
     """The variable at dotted ``path``: by layer name in a network, by attributes in a block."""
-    if isinstance(module, ResNetModel):
+    if isinstance(module, tuple(NETWORKS)):
         return module.variable(path)
     return functools.reduce(getattr, path.split("."), module)
 
 
 class KerasAdapter(Adapter):
     name = "tf"
-    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNetModel}
+    modules = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock, "resnet": ResNetModel,
+               "mobilenet": MobileNetModel}
 
     def construct(self, cls, spec, seed, dtype, data_format: str = "channels_last"):
-        if issubclass(cls, ResNetModel):
-            return build_resnet(spec, dtype=dtype, data_format=data_format, seed=seed)
+        if cls in NETWORKS:
+            return NETWORKS[cls](spec, dtype=dtype, data_format=data_format, seed=seed)
         kwargs = {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k != "channels"}
         layer = cls(**kwargs, data_format=data_format, dtype=dtype,
                     kernel_initializer=keras.initializers.GlorotUniform(seed=seed))
@@ -103,7 +106,7 @@ class KerasAdapter(Adapter):
         other = FORMATS[1 - FORMATS.index(own)]
         try:
             config = {**module.get_config(), "data_format": other}
-            if isinstance(module, ResNetModel):
+            if isinstance(module, tuple(NETWORKS)):
                 config.pop("input_shape")  # the default one of the other format
             clone = type(module).from_config(config)
             shape = (1, 2, 2, spec.channels) if other == "channels_last" else (1, spec.channels, 2, 2)
