@@ -7,7 +7,7 @@ FAMILY_TITLES = {
     "baseline": "baselines without attention", "timm-se": "timm SE-ResNet / SE-ResNeXt",
     "timm-eca": "timm ECA-ResNet", "timm-cbam": "timm ResNet + CbamModule",
     "official-eca": "official ECA-Net", "official-cbam": "official CBAM (ImageNet form)",
-    "mobilenetv3": "timm MobileNetV3 (oracle only)", "efficientnet": "timm EfficientNet (oracle only)",
+    "mobilenetv3": "timm MobileNetV3 (no conversion yet)", "efficientnet": "timm EfficientNet (no conversion yet)",
 }
 
 
