@@ -14,7 +14,6 @@ odd zero on the bottom / right), applied as explicit zero padding: never Flax's 
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -22,7 +21,7 @@ import reference
 from reference.nets.layers import conv_pads
 
 from .activations import ACTIVATIONS
-from .nets import _bn, attention_block
+from .nets import _bn, attention_block, check_param_dtype
 from .validate import accumulation_dtype, check_array
 
 
@@ -105,10 +104,7 @@ class MobileNet(nnx.Module):
     def __init__(self, spec: reference.nets.MobileNet, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
         if not isinstance(spec, reference.nets.MobileNet):
             raise TypeError(f"MobileNet needs a reference.nets.MobileNet spec, got {type(spec).__name__}")
-        if jnp.dtype(param_dtype) != jax.dtypes.canonicalize_dtype(param_dtype):
-            raise ValueError(f"param_dtype={jnp.dtype(param_dtype).name} needs 64-bit JAX: build inside "
-                             f"jax.enable_x64(True) (jax_impl.x64_scope), or it would silently be "
-                             f"{jax.dtypes.canonicalize_dtype(param_dtype).name}")
+        check_param_dtype(param_dtype)
         self.spec = spec
         c = dict(param_dtype=param_dtype, rngs=rngs)
         self.conv_stem = Conv(spec.in_chans, spec.stem_channels, 3, 2, mode=spec.padding, **c)

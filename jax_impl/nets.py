@@ -134,6 +134,14 @@ class ResidualBlock(nnx.Module):
         return jax.nn.relu(y + shortcut)
 
 
+def check_param_dtype(param_dtype) -> None:
+    """Refuse a dtype JAX would silently narrow (float64 outside ``jax.enable_x64``)."""
+    if jnp.dtype(param_dtype) != jax.dtypes.canonicalize_dtype(param_dtype):
+        raise ValueError(f"param_dtype={jnp.dtype(param_dtype).name} needs 64-bit JAX: build inside "
+                         f"jax.enable_x64(True) (jax_impl.x64_scope), or it would silently be "
+                         f"{jax.dtypes.canonicalize_dtype(param_dtype).name}")
+
+
 class ResNet(nnx.Module):
     """A `reference.nets.ResNet` spec as an NNX module: [N, H, W, in_chans] -> logits [N, num_classes].
 
@@ -145,12 +153,9 @@ class ResNet(nnx.Module):
     """
 
     def __init__(self, spec: reference.nets.ResNet, *, param_dtype=jnp.float32, rngs: nnx.Rngs):
-        if not reference.nets.is_network(spec):
+        if not isinstance(spec, reference.nets.ResNet):
             raise TypeError(f"ResNet needs a reference.nets.ResNet spec, got {type(spec).__name__}")
-        if jnp.dtype(param_dtype) != jax.dtypes.canonicalize_dtype(param_dtype):
-            raise ValueError(f"param_dtype={jnp.dtype(param_dtype).name} needs 64-bit JAX: build inside "
-                             f"jax.enable_x64(True) (jax_impl.x64_scope), or it would silently be "
-                             f"{jax.dtypes.canonicalize_dtype(param_dtype).name}")
+        check_param_dtype(param_dtype)
         self.spec = spec
         eps = spec.bn_eps
         c = dict(param_dtype=param_dtype, rngs=rngs)

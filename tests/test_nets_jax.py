@@ -363,3 +363,12 @@ def test_bad_spec_and_init_are_refused():
         b.build(net_cases.spec("seresnet18"), init="random")
     with pytest.raises(ValueError, match="3 channels"):
         b.apply(loaded("seresnet18", "float32"), np.zeros((1, 8, 8, 4), np.float32))
+
+
+def test_resnet_refuses_a_mobilenet_spec_by_type():
+    from flax import nnx
+
+    import jax_impl
+
+    with pytest.raises(TypeError, match="ResNet needs a reference.nets.ResNet spec, got MobileNet"):
+        jax_impl.ResNet(reference.nets.get("mobilenetv3_small_100"), rngs=nnx.Rngs(0))

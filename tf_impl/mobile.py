@@ -28,7 +28,7 @@ import reference
 from reference.nets import MobileNet
 from reference.nets.layers import same_pads
 
-from .nets import TORCH_BN_MOMENTUM, ResNetModel
+from .nets import TORCH_BN_MOMENTUM, ResNetModel, build_options, seeded_initializer
 from .se import SEBlock
 
 # spec activation name -> keras.activations name (hard_silu: x * relu6(x + 3) / 6, `reference.activations`)
@@ -136,10 +136,8 @@ class _Builder:
         self.count = 0
 
     def init(self):
-        if self.seed is None:
-            return "glorot_uniform"
-        self.count += 1
-        return keras.initializers.GlorotUniform(seed=self.seed * 100_003 + self.count)
+        self.count += self.seed is not None
+        return seeded_initializer(self.seed, self.count)
 
     def pad(self, x, name: str, kernel: int, stride: int):
         """The zero padding of a ``kernel`` x ``kernel`` conv under the spec's mode (module docstring)."""
@@ -224,14 +222,7 @@ def build_mobilenet(spec: MobileNet, dtype: str = "float32", data_format: str = 
     input on a channels_last network by transposing it."""
     if not isinstance(spec, MobileNet):
         raise TypeError(f"build_mobilenet needs a reference.nets.MobileNet spec, got {type(spec).__name__}")
-    dtype = reference.dtypes.check_supported(dtype)
-    data_format = reference.validation.check_data_format(data_format)
-    if input_shape is None:
-        input_shape = (None, None, spec.in_chans) if data_format == "channels_last" else (spec.in_chans, None, None)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1 if data_format == "channels_last" else 0] != spec.in_chans:
-        raise ValueError(f"input_shape must be 3 dimensions with {spec.in_chans} channels ({data_format}), "
-                         f"got {input_shape}")
+    dtype, data_format, input_shape = build_options(spec, dtype, data_format, input_shape)
     b = _Builder(spec, dtype, data_format, seed)
     inputs = keras.Input(shape=input_shape, dtype=dtype, name="input")
     x = b.bn_act(b.conv(inputs, "conv_stem", spec.stem_channels, 3, 2), "bn1", spec.activation)

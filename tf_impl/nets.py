@@ -125,10 +125,8 @@ class _Builder:
 
     def init(self):
         """A kernel initializer: Keras' default, seeded per layer when the build is seeded."""
-        if self.seed is None:
-            return "glorot_uniform"
-        self.count += 1
-        return keras.initializers.GlorotUniform(seed=self.seed * 100_003 + self.count)
+        self.count += self.seed is not None
+        return seeded_initializer(self.seed, self.count)
 
     def conv(self, x, name: str, filters: int, kernel: int, stride: int = 1, groups: int = 1):
         """``Conv2d(kernel, stride, padding=kernel // 2, groups, bias=False)`` as torch pads it."""
@@ -212,6 +210,27 @@ def _avg_down(x, name, data_format, dtype):
     return keras.layers.AveragePooling2D(2, 2, padding="same", data_format=data_format, dtype=dtype, name=name)(x)
 
 
+def build_options(spec, dtype, data_format, input_shape) -> tuple[str, str, tuple]:
+    """A network builder's checked ``(dtype, data_format, input_shape)``; ``input_shape`` defaults to
+    ``(None, None, in_chans)`` (channels_last) or ``(in_chans, None, None)``."""
+    dtype = reference.dtypes.check_supported(dtype)
+    data_format = reference.validation.check_data_format(data_format)
+    if input_shape is None:
+        input_shape = (None, None, spec.in_chans) if data_format == "channels_last" else (spec.in_chans, None, None)
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or input_shape[-1 if data_format == "channels_last" else 0] != spec.in_chans:
+        raise ValueError(f"input_shape must be 3 dimensions with {spec.in_chans} channels ({data_format}), "
+                         f"got {input_shape}")
+    return dtype, data_format, input_shape
+
+
+def seeded_initializer(seed: int | None, count: int):
+    """Keras' default kernel initializer, seeded per layer (``count``) when the build is seeded."""
+    if seed is None:
+        return "glorot_uniform"
+    return keras.initializers.GlorotUniform(seed=seed * 100_003 + count)
+
+
 def build_resnet(spec: ResNet, dtype: str = "float32", data_format: str = "channels_last",
                  input_shape: tuple | None = None, seed: int | None = None, name: str | None = None) -> ResNetModel:
     """The Keras functional model of ``spec``; ``input_shape`` defaults to ``(None, None, in_chans)``
@@ -221,14 +240,7 @@ def build_resnet(spec: ResNet, dtype: str = "float32", data_format: str = "chann
     channels_first input on a channels_last network by transposing it."""
     if not isinstance(spec, ResNet):
         raise TypeError(f"build_resnet needs a reference.nets.ResNet spec, got {type(spec).__name__}")
-    dtype = reference.dtypes.check_supported(dtype)
-    data_format = reference.validation.check_data_format(data_format)
-    if input_shape is None:
-        input_shape = (None, None, spec.in_chans) if data_format == "channels_last" else (spec.in_chans, None, None)
-    input_shape = tuple(input_shape)
-    if len(input_shape) != 3 or input_shape[-1 if data_format == "channels_last" else 0] != spec.in_chans:
-        raise ValueError(f"input_shape must be 3 dimensions with {spec.in_chans} channels ({data_format}), "
-                         f"got {input_shape}")
+    dtype, data_format, input_shape = build_options(spec, dtype, data_format, input_shape)
     b = _Builder(spec, dtype, data_format, seed)
     inputs = keras.Input(shape=tuple(input_shape), dtype=dtype, name="input")
     x = b.stem(inputs)
