@@ -369,7 +369,7 @@ def _network_model(name: str) -> str:
     from .netconvert import AUTO
 
     if name != AUTO and name not in nets.ZOO:
-        if name in nets.ORACLE_ONLY:
+        if name in nets.MOBILE:
             raise argparse.ArgumentTypeError(
                 f"{name}: whole-network conversion does not cover MobileNetV3/EfficientNet yet (no torchvision "
                 f"or Keras-applications layout); --model takes one of {', '.join(nets.NAMES)}, or auto")

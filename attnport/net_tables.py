@@ -7,7 +7,7 @@ FAMILY_TITLES = {
     "baseline": "baselines without attention", "timm-se": "timm SE-ResNet / SE-ResNeXt",
     "timm-eca": "timm ECA-ResNet", "timm-cbam": "timm ResNet + CbamModule",
     "official-eca": "official ECA-Net", "official-cbam": "official CBAM (ImageNet form)",
-    "mobilenetv3": "timm MobileNetV3 (no conversion yet)", "efficientnet": "timm EfficientNet (no conversion yet)",
+    "mobilenetv3": "MobileNetV3", "efficientnet": "EfficientNet",
 }
 
 
@@ -19,6 +19,8 @@ def _mobile_structure(spec) -> str:
              f"{spec.head} head {spec.head_channels}"]
     parts += [f"SE.{s}" for s in se]
     parts.append(f"padding {spec.padding}, BN eps {spec.bn_eps:g}")
+    if spec.preprocessing != "none":
+        parts.append(f"preprocessing {spec.preprocessing}")
     return ", ".join(parts)
 
 

@@ -510,7 +510,7 @@ def resolve_file(path, state: dict, metadata: dict, model: str | None, layout: s
             raise BadInput(f"{path}: the file does not say which network it holds; {CHOOSE_MODEL}")
         return resolve(state, path, model=declared[0], layouts=layouts, declared=True)
     if model != AUTO and model not in nets.ZOO:
-        if model in nets.ORACLE_ONLY:
+        if model in nets.MOBILE:
             raise BadInput(f"{model}: whole-network conversion does not cover MobileNetV3/EfficientNet yet; "
                            f"it takes one of {', '.join(nets.NAMES)}")
         nets.get(model)  # raises, naming the close names

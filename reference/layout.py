@@ -56,6 +56,10 @@ KIND_LAYOUTS: dict[str, dict[str, Native]] = {
     "bn_shift": {"torch": Native("bias"), "keras": Native("beta"), "flax": Native("bias")},
     "bn_mean": {"torch": Native("running_mean"), "keras": Native("moving_mean"), "flax": Native("mean")},
     "bn_var": {"torch": Native("running_var"), "keras": Native("moving_variance"), "flax": Native("var")},
+    # an input normalization's statistics (Keras' Normalization layer): buffers in torch, non-trainable in Keras,
+    # nnx.BatchStat in Flax
+    "input_mean": {"torch": Native("mean"), "keras": Native("mean"), "flax": Native("mean")},
+    "input_var": {"torch": Native("variance"), "keras": Native("variance"), "flax": Native("variance")},
 }
 
 

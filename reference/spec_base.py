@@ -7,6 +7,8 @@ import numpy as np
 
 from . import layout
 
+STATISTICS_KINDS = ("bn_mean", "bn_var", "input_mean", "input_var")  # not trained by gradient
+
 
 def check_int(field: str, value, minimum: int) -> int:
     """Return ``value`` as int if it is an integer >= ``minimum``; otherwise raise naming ``field``."""
@@ -49,10 +51,10 @@ class SpecBase:
         return int(sum(np.prod(s, dtype=np.int64) for s in self.param_shapes().values()))
 
     def num_trainable_params(self) -> int:
-        """`num_params` less BatchNorm's running statistics: the count ``sum(p.numel() for p in
-        model.parameters())`` gives for the peer module."""
+        """`num_params` less the statistics (BatchNorm's running ones, an input normalization's): the count
+        ``sum(p.numel() for p in model.parameters())`` gives for the peer module, Keras' trainable count."""
         return int(sum(np.prod(p.shape, dtype=np.int64) for p in self.param_table()
-                       if p.kind not in ("bn_mean", "bn_var")))
+                       if p.kind not in STATISTICS_KINDS))
 
     def init_params(self, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:
         """Deterministic canonical parameters (see `reference.layout.init_params`)."""

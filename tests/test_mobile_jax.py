@@ -1,6 +1,6 @@
 """MobileNetV3 and EfficientNet-B0 in the jax backend (jax_impl/mobile.py) against the float64 oracle.
 
-Each of the six `reference.nets.ORACLE_ONLY` models is built once per dtype with ``init="zeros"`` (no
+Each of the six `reference.nets.MOBILE` models is built once per dtype with ``init="zeros"`` (no
 Flax initializer runs: each compiles once per kernel shape), loaded with ``spec.init_params(seed=0)`` and
 compared with `reference.nets.forward` on the same values in float64 at `reference.network_tolerance`, on
 an odd (1x33x33) and an even (2x32x32) input: 'same' and symmetric padding differ only where a stride-2
@@ -21,7 +21,7 @@ from reference.nets import layers as L
 from helpers import get_bridge
 
 pytestmark = pytest.mark.xdist_group(name="mobile-jax")
-MODELS = tuple(nets.ORACLE_ONLY)
+MODELS = nets.TIMM_MOBILE
 SIZES = ((1, 33), (2, 32))
 # one per padding style, both heads; (N, H = W) the size whose padding differs least from the other style
 FLOAT64_CASES = (("mobilenetv3_small_100", 1, 33), ("tf_efficientnet_b0", 2, 32))

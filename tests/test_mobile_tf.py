@@ -1,6 +1,6 @@
 """MobileNetV3 and EfficientNet-B0 in the tf backend (tf_impl/mobile.py) against the float64 oracle.
 
-The six `reference.nets.ORACLE_ONLY` names, each built once in float32 (channels_last) with
+The six `reference.nets.MOBILE` names, each built once in float32 (channels_last) with
 ``spec.init_params(seed=0)`` loaded, against `net_cases.oracle` (the float64 parameters of the same seed) on
 an odd (1x33x33) and an even (2x32x32) input at `reference.network_tolerance`; two of them (one per padding
 style) in float64 too. The TF 'SAME' padding layer is checked against `reference.nets.layers.same_pads` on
@@ -23,7 +23,7 @@ from reference.nets import layers as L
 
 from helpers import get_bridge
 
-NAMES = tuple(nets.ORACLE_ONLY)
+NAMES = nets.TIMM_MOBILE
 FLOAT64_MODELS = ("efficientnet_b0", "tf_mobilenetv3_small_100")  # symmetric / 'same', each head and SE gate
 FLOAT64_MAX_FRACTION = 0.05
 

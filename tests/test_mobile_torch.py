@@ -1,7 +1,7 @@
 """MobileNetV3 and EfficientNet-B0 in the torch backend (`torch_impl.mobile.MobileNet`) against the float64
 oracle (`reference.nets.forward`) and against timm, whose state-dict keys are the canonical names.
 
-The six models of `reference.nets.ORACLE_ONLY`: three with symmetric padding (BN eps 1e-5) and three in
+The six models of `reference.nets.MOBILE`: three with symmetric padding (BN eps 1e-5) and three in
 TensorFlow's style ('SAME' padding, eps 1e-3). Inputs are 1x33x33 (every stride-2 conv reads an odd size,
 where 'SAME' pads as symmetric does) and 2x32x32 (even sizes, where it does not). Each model is built
 once per dtype (`_model`).
@@ -22,7 +22,7 @@ from helpers import get_bridge
 
 torch = pytest.importorskip("torch")
 
-MOBILE = tuple(nets.ORACLE_ONLY)
+MOBILE = nets.TIMM_MOBILE
 SAME = tuple(n for n in MOBILE if nets.get(n).padding == "same")
 # (N, H = W, data_format): the odd size channels-last, the even one channels-first
 CASES = ((1, 33, "channels_last"), (2, 32, "channels_first"))

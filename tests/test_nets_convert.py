@@ -305,11 +305,11 @@ def test_keras_layout_is_the_keras_networks_own_variable_paths_and_weights_h5_lo
 
 
 def test_a_network_with_an_oracle_but_no_backend_network_is_refused_by_name(sources, tmp_path, capsys):
-    """MobileNetV3 / EfficientNet (reference.nets.ORACLE_ONLY) have no converter layout yet: --model refuses
+    """MobileNetV3 / EfficientNet (reference.nets.MOBILE) have no converter layout yet: --model refuses
     them by name, exit 2, no traceback, nothing written."""
     from reference import nets
 
-    name = next(iter(nets.ORACLE_ONLY))
+    name = next(iter(nets.MOBILE))
     src, _ = sources["seresnet18"]
     dst = tmp_path / "out.safetensors"
     for argv in (("convert", src, dst, "--model", name, "--to", "canonical"), ("inspect", src, "--model", name)):

@@ -14,7 +14,7 @@ from reference.nets import peers as P
 torch = pytest.importorskip("torch")
 timm = pytest.importorskip("timm")
 
-MOBILE = tuple(nets.ORACLE_ONLY)
+MOBILE = nets.TIMM_MOBILE
 SIZES = (33, 32)  # odd and even: 'same' and symmetric padding differ only where a stride-2 conv reads an even size
 
 

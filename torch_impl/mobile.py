@@ -183,7 +183,7 @@ class MobileNet(nn.Module):
 
 def create(name: str, *, dtype: torch.dtype | None = None, device=None, **overrides) -> MobileNet:
     """``MobileNet(reference.nets.get(name, **overrides), dtype=dtype, device=device)``: one of
-    `reference.nets.ORACLE_ONLY` (``create("tf_efficientnet_b0", num_classes=10)``), in training mode."""
+    `reference.nets.MOBILE` (``create("tf_efficientnet_b0", num_classes=10)``), in training mode."""
     return MobileNet(ref_nets.get(name, **overrides), dtype=dtype, device=device)
 
 

@@ -12,9 +12,9 @@ import numpy as np
 
 from ..oracle import from_channels_last, to_channels_last
 from ..validation import check_array_input, check_params
-from .mobile import MobileNet, Row, mobile_forward
+from .mobile import MobileNet, Row, mobile_forward, preprocess
 from .resnet import Block, ResNet, resnet_forward
-from .zoo import ALL, NAMES, ORACLE_ONLY, ZOO, get
+from .zoo import ALL, ARCHITECTURE_OF, ARCHITECTURES, MOBILE, NAMES, TIMM_MOBILE, ZOO, get
 
 NETWORK_TYPES = (ResNet, MobileNet)
 FORWARDS = {ResNet: resnet_forward, MobileNet: mobile_forward}
@@ -43,5 +43,5 @@ def forward(spec, params, x, data_format: str = "channels_last", taps: bool = Fa
     return logits
 
 
-__all__ = ["ResNet", "Block", "MobileNet", "Row", "NAMES", "ZOO", "ORACLE_ONLY", "ALL", "get", "forward",
-           "is_network", "NETWORK_TYPES"]
+__all__ = ["ResNet", "Block", "MobileNet", "Row", "NAMES", "ZOO", "MOBILE", "TIMM_MOBILE", "ARCHITECTURES",
+           "ARCHITECTURE_OF", "ALL", "get", "forward", "preprocess", "is_network", "NETWORK_TYPES"]

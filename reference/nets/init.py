@@ -14,7 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 WEIGHT_KINDS = ("linear", "classifier", "conv1d", "conv2d", "grouped_conv2d", "depthwise_conv2d")
-BN_RANGES = {"bn_scale": (0.5, 1.5), "bn_shift": (-0.5, 0.5), "bn_mean": (-0.5, 0.5), "bn_var": (0.5, 1.5)}
+BN_RANGES = {"bn_scale": (0.5, 1.5), "bn_shift": (-0.5, 0.5), "bn_mean": (-0.5, 0.5), "bn_var": (0.5, 1.5),
+             # an input normalization's statistics, near ImageNet's of pixels in [0, 1]
+             "input_mean": (0.35, 0.55), "input_var": (0.04, 0.08)}
 
 
 def init_network_params(spec, seed: int = 0, dtype=np.float32) -> dict[str, np.ndarray]:

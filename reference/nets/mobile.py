@@ -34,6 +34,13 @@ ACTIVATIONS = ("relu", "hard_swish", "silu")
 SE_PRESETS = {"mobilenetv3": lambda c, cin: SE.mobilenetv3(c), "efficientnet": lambda c, cin: SE.efficientnet(c, cin)}
 HEADS = ("mobilenetv3", "efficientnet")
 PADDINGS = L.PADDINGS
+# what a model does to its input before the stem (Keras applications bake it into the model):
+# "none"; "keras_mobilenetv3": Rescaling(1/127.5, offset=-1) (keras/src/applications/mobilenet_v3.py,
+# include_preprocessing=True), raw pixels [0, 255] -> [-1, 1]; "keras_efficientnet": Rescaling(1/255) then
+# Normalization: (x - mean) / max(sqrt(variance), 1e-7), mean and variance per channel are weights
+# (keras/src/applications/efficientnet.py; keras/src/layers/preprocessing/normalization.py)
+PREPROCESSINGS = ("none", "keras_mobilenetv3", "keras_efficientnet")
+NORMALIZATION_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalization's sqrt(variance)
 
 
 class Row(NamedTuple):
@@ -114,7 +121,9 @@ class MobileNet(SpecBase):
     ``head``: "mobilenetv3" (global average, ``conv_head`` 1x1 with bias, ``activation``) or "efficientnet"
     (``conv_head`` 1x1 without bias, ``bn2``, ``activation``, global average), ``head_channels`` wide, then
     the ``classifier``; ``padding``: "symmetric" (torch's ``k // 2``) or "same" (TF 'SAME',
-    `reference.nets.layers.same_pads`); ``bn_eps``: every BatchNorm's epsilon.
+    `reference.nets.layers.same_pads`); ``bn_eps``: every BatchNorm's epsilon; ``preprocessing``: one of
+    `PREPROCESSINGS`, applied to the input before the stem (`preprocess`); "keras_efficientnet" adds the
+    parameters ``normalization.mean`` and ``normalization.variance`` [in_chans] (kinds input_mean, input_var).
     Input [N, H, W, in_chans]; output logits [N, num_classes].
     """
 
@@ -125,6 +134,7 @@ class MobileNet(SpecBase):
     head_channels: int = 1024
     padding: str = "symmetric"
     bn_eps: float = 1e-5
+    preprocessing: str = "none"
     num_classes: int = 1000
     in_chans: int = 3
     name: str = ""
@@ -145,6 +155,7 @@ class MobileNet(SpecBase):
         check_choice("activation", self.activation, ACTIVATIONS)
         check_choice("head", self.head, HEADS)
         check_choice("padding", self.padding, PADDINGS)
+        check_choice("preprocessing", self.preprocessing, PREPROCESSINGS)
         self._set("bn_eps", _number("bn_eps", self.bn_eps))
 
     # --- structure ----------------------------------------------------------------------------------
@@ -183,7 +194,12 @@ class MobileNet(SpecBase):
 
     # --- parameters ---------------------------------------------------------------------------------
     def param_table(self) -> list[ParamInfo]:
-        t = [_conv("conv_stem", self.stem_channels, self.in_chans, 3, "stem 3x3 s2 conv"),
+        t = []
+        if self.preprocessing == "keras_efficientnet":
+            c = self.in_chans
+            t = [ParamInfo("normalization.mean", (c,), "input_mean", f"input normalization mean [{c}]"),
+                 ParamInfo("normalization.variance", (c,), "input_var", f"input normalization variance [{c}]")]
+        t += [_conv("conv_stem", self.stem_channels, self.in_chans, 3, "stem 3x3 s2 conv"),
              *_bn("bn1", self.stem_channels)]
         for b in self.blocks():
             p = b.path
@@ -244,9 +260,21 @@ def block_forward(spec: MobileNet, b: Block, p: dict, x: np.ndarray) -> np.ndarr
     return y + x if b.skip else y
 
 
+def preprocess(spec: MobileNet, p: dict, x: np.ndarray) -> np.ndarray:
+    """``spec.preprocessing`` of channels-last ``x`` (float64), as the Keras layers compute it."""
+    if spec.preprocessing == "keras_mobilenetv3":
+        return x * (1.0 / 127.5) + (-1.0)
+    if spec.preprocessing == "keras_efficientnet":
+        x = x * (1.0 / 255.0)
+        scale = np.maximum(np.sqrt(p["normalization.variance"]), NORMALIZATION_EPSILON)
+        return (x - p["normalization.mean"]) / scale
+    return x
+
+
 def mobile_forward(spec: MobileNet, p: dict, x: np.ndarray, taps: dict | None = None) -> np.ndarray:
     """float64 logits [N, classes] of channels-last ``x``; ``taps`` (if given) receives the stem's and
     every block's output, keyed "stem" and by block path, channels-last."""
+    x = preprocess(spec, p, x)
     x = L.conv2d_padded(x, p["conv_stem.weight"], spec.padding, 2)
     x = _act(spec.activation, L.batch_norm(x, p, "bn1", spec.bn_eps))
     if taps is not None:
@@ -264,4 +292,4 @@ def mobile_forward(spec: MobileNet, p: dict, x: np.ndarray, taps: dict | None = 
     return L.linear(v, p, "classifier")
 
 
-__all__ = ["MobileNet", "Row", "Block", "mobile_forward"]
+__all__ = ["MobileNet", "Row", "Block", "mobile_forward", "preprocess", "PREPROCESSINGS"]

@@ -1,7 +1,8 @@
 """The named networks: each name is a spec (data), equal to the peer named beside it.
 
-`ZOO`: the `ResNet` family, which every backend builds. `ORACLE_ONLY`: MobileNetV3 and EfficientNet
-(`MobileNet` specs), so far in the oracle and the peer layouts only; `ALL` holds both and `get` reads it.
+`ZOO`: the `ResNet` family. `MOBILE`: MobileNetV3 and EfficientNet-B0 (`MobileNet` specs) as timm,
+torchvision and Keras applications define them; `ARCHITECTURES` groups the names that hold the same tensors.
+Every backend builds both; `ALL` holds both and `get` reads it.
 docs/reference/networks.md shows this table with parameter counts. Upstream definitions:
 timm/models/resnet.py (the timm names), BangguWu/ECANet models/eca_resnet.py (``eca_resnet*``),
 Jongchan/attention-module MODELS/model_resnet.py (``cbam_resnet*``, ``ResidualNet("ImageNet", depth,
@@ -121,27 +122,56 @@ SMALL = dict(stages=MNV3_SMALL, stem_channels=16, activation=HS, head="mobilenet
 LARGE = dict(stages=MNV3_LARGE, stem_channels=16, activation=HS, head="mobilenetv3", head_channels=1280)
 B0 = dict(stages=EFFICIENTNET_B0, stem_channels=32, activation=SW, head="efficientnet", head_channels=1280)
 TF = dict(padding="same", bn_eps=1e-3)  # timm's tf_* ports of the TensorFlow checkpoints (BN_EPS_TF_DEFAULT)
+TV_MNV3 = dict(bn_eps=1e-3)  # torchvision/models/mobilenetv3.py: BatchNorm2d(eps=0.001) with symmetric padding
+# keras/src/applications: stride-2 convs ZeroPadding2D(correct_pad) + 'valid' (TF 'SAME'), BN eps 1e-3, and
+# the preprocessing inside the model
+K_MNV3 = dict(**TF, preprocessing="keras_mobilenetv3")
+K_EFFNET = dict(**TF, preprocessing="keras_efficientnet")
 
 
-def _mobile(fields, name, family):
-    return Entry(fields, _timm(name), family, MobileNet)
+def _mobile(fields, name, family, peer=None):
+    return Entry(fields, peer or _timm(name), family, MobileNet)
 
 
-ORACLE_ONLY: dict[str, Entry] = {
+def _keras(cls):
+    return f"keras.applications.{cls}(weights=None, classifier_activation=None)"
+
+
+MOBILE: dict[str, Entry] = {
     "mobilenetv3_small_100": _mobile(SMALL, "mobilenetv3_small_100", "mobilenetv3"),
     "mobilenetv3_large_100": _mobile(LARGE, "mobilenetv3_large_100", "mobilenetv3"),
     "tf_mobilenetv3_small_100": _mobile({**SMALL, **TF}, "tf_mobilenetv3_small_100", "mobilenetv3"),
     "tf_mobilenetv3_large_100": _mobile({**LARGE, **TF}, "tf_mobilenetv3_large_100", "mobilenetv3"),
     "efficientnet_b0": _mobile(B0, "efficientnet_b0", "efficientnet"),
     "tf_efficientnet_b0": _mobile({**B0, **TF}, "tf_efficientnet_b0", "efficientnet"),
+    # torchvision (its efficientnet_b0 is timm's, above)
+    "mobilenet_v3_small": _mobile({**SMALL, **TV_MNV3}, "", "mobilenetv3",
+                                  "torchvision.models.mobilenet_v3_small(weights=None)"),
+    "mobilenet_v3_large": _mobile({**LARGE, **TV_MNV3}, "", "mobilenetv3",
+                                  "torchvision.models.mobilenet_v3_large(weights=None)"),
+    # Keras applications: the input is raw pixels in [0, 255]
+    "MobileNetV3Small": _mobile({**SMALL, **K_MNV3}, "", "mobilenetv3", _keras("MobileNetV3Small")),
+    "MobileNetV3Large": _mobile({**LARGE, **K_MNV3}, "", "mobilenetv3", _keras("MobileNetV3Large")),
+    "EfficientNetB0": _mobile({**B0, **K_EFFNET}, "", "efficientnet", _keras("EfficientNetB0")),
 }
-ALL: dict[str, Entry] = {**ZOO, **ORACLE_ONLY}
+# name -> architecture: the models of one architecture hold the same tensors and differ only in padding,
+# BatchNorm eps and preprocessing (what a conversion between them states)
+ARCHITECTURES = {
+    "mobilenetv3_small": ("mobilenetv3_small_100", "tf_mobilenetv3_small_100", "mobilenet_v3_small",
+                          "MobileNetV3Small"),
+    "mobilenetv3_large": ("mobilenetv3_large_100", "tf_mobilenetv3_large_100", "mobilenet_v3_large",
+                          "MobileNetV3Large"),
+    "efficientnet_b0": ("efficientnet_b0", "tf_efficientnet_b0", "EfficientNetB0"),
+}
+ARCHITECTURE_OF = {name: arch for arch, names in ARCHITECTURES.items() for name in names}
+ALL: dict[str, Entry] = {**ZOO, **MOBILE}
+TIMM_MOBILE = tuple(n for n in MOBILE if MOBILE[n].peer.startswith("timm."))
 
 
 def get(name: str, **overrides):
-    """The spec of network ``name`` (one of `ALL`: `NAMES` and `ORACLE_ONLY`), with fields replaced by
+    """The spec of network ``name`` (one of `ALL`: `NAMES` and `MOBILE`), with fields replaced by
     ``overrides`` (``num_classes=10``, ``eca_kernels=(3, 3, 5, 7)``, ``padding="same"``, ...)."""
-    known = {**ZOO, **ORACLE_ONLY}  # read now, not at import: a registry may grow (or be patched in a test)
+    known = {**ZOO, **MOBILE}  # read now, not at import: a registry may grow (or be patched in a test)
     if name not in known:
         import difflib
 
