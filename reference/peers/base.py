@@ -84,6 +84,10 @@ TRANSFORMS = {
     "keras_conv1x1": Transform("[1, 1, in, out] -> [out, in] (drop the 1x1, transpose)",
                                lambda s: len(s) == 4 and s[:2] == (1, 1),
                                lambda a: a[0, 0].T, lambda a: a.T[None, None]),
+    # a linear layer holding a 1x1 convolution's numbers (torchvision MobileNetV3's classifier.0 is timm's
+    # conv_head): torch Linear [out, in] <-> canonical [out, in, 1, 1]
+    "linear_as_conv1x1": Transform("[out, in] -> [out, in, 1, 1] (reshape)", lambda s: len(s) == 2,
+                                   lambda a: a.reshape(*a.shape, 1, 1), lambda a: a.reshape(a.shape[:2])),
 }
 
 
