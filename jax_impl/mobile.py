@@ -11,6 +11,12 @@ adapter's `jax_impl.x64_scope`) while building and calling.
 Padding (the oracle's, reference/nets/layers.py ``conv_pads``): "symmetric" is ``k // 2`` zeros on each
 side; "same" is TF 'SAME' as `reference.nets.layers.same_pads` computes it from the input's size (the
 odd zero on the bottom / right), applied as explicit zero padding: never Flax's own ``'SAME'``.
+
+``spec.preprocessing`` (`reference.nets.mobile.preprocess`; keras/src/applications/mobilenet_v3.py and
+keras/src/applications/efficientnet.py bake it into the model) runs first: "keras_mobilenetv3" rescales
+x / 127.5 - 1; "keras_efficientnet" rescales x / 255, then `InputNormalization` (``normalization``, its
+``mean`` and ``variance`` [C] `nnx.BatchStat` as BatchNorm's statistics are: state paths
+``normalization.mean`` / ``normalization.variance``).
 """
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ from flax import nnx
 
 import reference
 from reference.nets.layers import conv_pads
+from reference.nets.mobile import NORMALIZATION_EPSILON
 
 from .activations import ACTIVATIONS
 from .nets import _bn, attention_block, check_param_dtype
@@ -46,6 +53,24 @@ class Conv(nnx.Conv):
         if t or b or left or r:
             x = jnp.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
         return super().__call__(x)
+
+
+# spec.preprocessing -> Keras' Rescaling (scale, offset): x * scale + offset (keras/src/layers/preprocessing/rescaling.py)
+RESCALES = {"keras_mobilenetv3": (1.0 / 127.5, -1.0), "keras_efficientnet": (1.0 / 255.0, 0.0)}
+
+
+class InputNormalization(nnx.Module):
+    """Keras' ``Normalization`` on the last axis of [N, H, W, C] (keras/src/layers/preprocessing/
+    normalization.py): ``(x - mean) / max(sqrt(variance), 1e-7)``; ``mean`` and ``variance`` [C] are
+    `nnx.BatchStat` (statistics, not trained), fresh 0 and 1: the identity."""
+
+    def __init__(self, channels: int, *, param_dtype=jnp.float32):
+        self.mean = nnx.BatchStat(jnp.zeros((channels,), param_dtype))
+        self.variance = nnx.BatchStat(jnp.ones((channels,), param_dtype))
+
+    def __call__(self, x):
+        scale = jnp.maximum(jnp.sqrt(self.variance[...]), NORMALIZATION_EPSILON)
+        return (x - self.mean[...]) / scale
 
 
 class MobileBlock(nnx.Module):
@@ -95,7 +120,8 @@ class MobileNet(nnx.Module):
 
     ``MobileNet(spec, param_dtype=jnp.float32, rngs=nnx.Rngs(0))``; ``.spec`` is the spec. Built in
     inference mode (BatchNorm on running statistics, `nnx.BatchStat`; everything else `nnx.Param`).
-    Stem: conv_stem 3x3 s2 + bn1 + act. Head "mobilenetv3": global average, conv_head 1x1 with bias, act;
+    The preprocessing (``normalization`` for "keras_efficientnet"; module docstring), then the
+    stem: conv_stem 3x3 s2 + bn1 + act. Head "mobilenetv3": global average, conv_head 1x1 with bias, act;
     "efficientnet": conv_head 1x1 + bn2 + act, global average; then ``classifier`` Linear kernel
     [head_channels, num_classes]. Parameters are Flax's own initialization; load canonical ones with
     `jax_impl.load_params`.
@@ -107,6 +133,8 @@ class MobileNet(nnx.Module):
         check_param_dtype(param_dtype)
         self.spec = spec
         c = dict(param_dtype=param_dtype, rngs=rngs)
+        if spec.preprocessing == "keras_efficientnet":
+            self.normalization = InputNormalization(spec.in_chans, param_dtype=param_dtype)
         self.conv_stem = Conv(spec.in_chans, spec.stem_channels, 3, 2, mode=spec.padding, **c)
         self.bn1 = _bn(spec.stem_channels, spec.bn_eps, **c)
         stages: dict[int, list] = {}
@@ -119,8 +147,19 @@ class MobileNet(nnx.Module):
             self.bn2 = _bn(h, spec.bn_eps, **c)
         self.classifier = nnx.Linear(h, spec.num_classes, **c)
 
+    def preprocess(self, x):
+        """The spec's preprocessing of raw [N, H, W, in_chans] (module docstring): same shape."""
+        if self.spec.preprocessing in RESCALES:
+            scale, offset = RESCALES[self.spec.preprocessing]
+            x = x * scale + offset
+        if self.spec.preprocessing == "keras_efficientnet":
+            x = self.normalization(x)
+        return x
+
     def features(self, x):
-        """[N, H, W, in_chans] -> the last block's output [N, H / 32, W / 32, num_features]."""
+        """[N, H, W, in_chans] (raw: `preprocess` runs first) -> the last block's output
+        [N, H / 32, W / 32, num_features]."""
+        x = self.preprocess(x)
         x = ACTIVATIONS[self.spec.activation](self.bn1(self.conv_stem(x)))
         for stage in self.blocks:
             for block in stage:

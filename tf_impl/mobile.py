@@ -16,6 +16,12 @@ TensorFlow's 'SAME' as `reference.nets.layers.same_pads` computes it: at stride 
 each side for any size (``ZeroPadding2D`` again); at stride 2 it depends on the input size (on an even size
 one zero fewer before than after), so the model keeps its input size free and a `SamePad2D` layer
 (``<conv>_pad``) computes the pads from the runtime shape. Keras' own ``padding="same"`` is never used.
+
+``spec.preprocessing`` (`reference.nets.mobile.preprocess`) is keras.applications' own first layers
+(keras/src/applications/mobilenet_v3.py, keras/src/applications/efficientnet.py): "keras_mobilenetv3" is
+``Rescaling(1 / 127.5, offset=-1)`` (layer ``rescaling``); "keras_efficientnet" is ``Rescaling(1 / 255)`` then
+`InputNormalization` (layer ``normalization``, non-trainable ``mean`` and ``variance`` [C]: the variable paths
+``normalization/mean`` and ``normalization/variance`` of keras.applications.EfficientNetB0).
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from keras import ops
 import reference
 from reference.nets import MobileNet
 from reference.nets.layers import same_pads
+from reference.nets.mobile import NORMALIZATION_EPSILON
 
 from .nets import TORCH_BN_MOMENTUM, ResNetModel, build_options, seeded_initializer
 from .se import SEBlock
@@ -87,6 +94,36 @@ class SamePad2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
                 "data_format": self.data_format}
+
+
+@keras.saving.register_keras_serializable(package="attnport")
+class InputNormalization(keras.layers.Layer):
+    """keras.layers.Normalization's inference (keras/src/layers/preprocessing/normalization.py) on the channel
+    axis: ``(x - mean) / max(sqrt(variance), 1e-7)``, with ``mean`` and ``variance`` [C] as non-trainable
+    weights of those names (Keras' own layer adds an int ``count`` and holds them as ``adapt_mean`` /
+    ``adapt_variance``). Input and output [N, H, W, C] or [N, C, H, W] per ``data_format``. Fresh weights are
+    0 and 1 (Keras' initializers): the identity."""
+
+    def __init__(self, data_format: str = "channels_last", **kwargs):
+        super().__init__(**kwargs)
+        self.data_format = reference.validation.check_data_format(data_format)
+
+    def build(self, input_shape):
+        c = input_shape[reference.validation.channel_axis(self.data_format)]
+        self.mean = self.add_weight(name="mean", shape=(c,), initializer="zeros", trainable=False)
+        self.variance = self.add_weight(name="variance", shape=(c,), initializer="ones", trainable=False)
+
+    def call(self, x):
+        mean, variance = ops.cast(self.mean, x.dtype), ops.cast(self.variance, x.dtype)
+        if self.data_format == "channels_first":  # [C] -> [C, 1, 1]
+            mean, variance = ops.reshape(mean, (-1, 1, 1)), ops.reshape(variance, (-1, 1, 1))
+        return ops.divide(ops.subtract(x, mean), ops.maximum(ops.sqrt(variance), NORMALIZATION_EPSILON))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "data_format": self.data_format}
 
 
 def _spec_config(spec: MobileNet) -> dict:
@@ -163,6 +200,16 @@ class _Builder:
                                             use_bias=False, data_format=self.data_format,
                                             depthwise_initializer=self.init(), dtype=self.dtype, name=name)(x)
 
+    def preprocess(self, x):
+        """The spec's preprocessing layers on the raw input (module docstring); none for "none"."""
+        kw = dict(dtype=self.dtype, name="rescaling")
+        if self.spec.preprocessing == "keras_mobilenetv3":
+            return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, **kw)(x)
+        if self.spec.preprocessing == "keras_efficientnet":
+            x = keras.layers.Rescaling(1.0 / 255.0, **kw)(x)
+            return InputNormalization(data_format=self.data_format, dtype=self.dtype, name="normalization")(x)
+        return x
+
     def bn(self, x, name: str):
         return keras.layers.BatchNormalization(
             axis=self.axis, epsilon=self.spec.bn_eps, momentum=reference.bn_momentum(TORCH_BN_MOMENTUM, "keras"),
@@ -225,11 +272,11 @@ def build_mobilenet(spec: MobileNet, dtype: str = "float32", data_format: str = 
     dtype, data_format, input_shape = build_options(spec, dtype, data_format, input_shape)
     b = _Builder(spec, dtype, data_format, seed)
     inputs = keras.Input(shape=input_shape, dtype=dtype, name="input")
-    x = b.bn_act(b.conv(inputs, "conv_stem", spec.stem_channels, 3, 2), "bn1", spec.activation)
+    x = b.bn_act(b.conv(b.preprocess(inputs), "conv_stem", spec.stem_channels, 3, 2), "bn1", spec.activation)
     for block in spec.blocks():
         x = b.block(x, block)
     return MobileNetModel(inputs, b.head(x), spec=spec, data_format=data_format, dtype=dtype,
                           name=name or spec.name or "mobilenet")
 
 
-__all__ = ["build_mobilenet", "MobileNetModel", "SamePad2D"]
+__all__ = ["build_mobilenet", "MobileNetModel", "SamePad2D", "InputNormalization"]

@@ -9,6 +9,12 @@ Computes in [N, C, H, W]; logits [N, num_classes]. Padding follows ``spec.paddin
 ``Conv2d(padding=k // 2)``; "same" is TensorFlow's 'SAME' as explicit zero padding (`SameConv2d`, the
 amounts from `reference.nets.layers.same_pads` on the input's H and W at run time). BatchNorm eps is
 ``spec.bn_eps``.
+
+``spec.preprocessing`` (`reference.nets.mobile.preprocess`, as keras.applications bakes it into the model:
+keras/src/applications/mobilenet_v3.py, keras/src/applications/efficientnet.py): "keras_mobilenetv3" is a
+parameter-free `Rescale` (``rescaling``: x / 127.5 - 1); "keras_efficientnet" is `Rescale` (x / 255) then
+`InputNormalization` (``normalization``, buffers ``mean`` and ``variance`` [C], registered before
+``conv_stem`` so they lead the ``state_dict``).
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from torch import nn
 
 from reference import nets as ref_nets
 from reference.nets.layers import same_pads
+from reference.nets.mobile import NORMALIZATION_EPSILON
 
 from . import activations, common
 from .nets import BN_MOMENTUM, attention_module
@@ -44,6 +51,42 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = same_padding(x.shape[2], x.shape[3], self.kernel_size[0], self.stride[0])
         return self._conv_forward(F.pad(x, pads), self.weight, self.bias)
+
+
+class Rescale(nn.Module):
+    """Keras' ``Rescaling`` (keras/src/layers/preprocessing/rescaling.py): ``x * scale + offset``, any shape,
+    no parameters."""
+
+    def __init__(self, scale: float, offset: float = 0.0):
+        super().__init__()
+        self.scale, self.offset = float(scale), float(offset)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale + self.offset
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale!r}, offset={self.offset!r}"
+
+
+class InputNormalization(nn.Module):
+    """Keras' ``Normalization`` on the channel axis of [N, C, H, W] (keras/src/layers/preprocessing/
+    normalization.py): ``(x - mean) / max(sqrt(variance), 1e-7)``, ``mean`` and ``variance`` buffers [C]
+    broadcast as [1, C, 1, 1]. Fresh buffers are 0 and 1 (Keras' initializers): the identity."""
+
+    def __init__(self, channels: int, device=None, dtype=None):
+        super().__init__()
+        kw = dict(device=device, dtype=dtype)
+        self.register_buffer("mean", torch.zeros(channels, **kw))
+        self.register_buffer("variance", torch.ones(channels, **kw))
+        self.epsilon = float(NORMALIZATION_EPSILON)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.clamp(torch.sqrt(self.variance), min=self.epsilon)
+        return (x - self.mean.view(1, -1, 1, 1)) / scale.view(1, -1, 1, 1)
+
+
+# spec.preprocessing -> the Rescale's (scale, offset), before the normalization if any
+RESCALES = {"keras_mobilenetv3": (1.0 / 127.5, -1.0), "keras_efficientnet": (1.0 / 255.0, 0.0)}
 
 
 class _Factory:
@@ -135,7 +178,8 @@ BLOCK_CLASSES = {"ds": DepthwiseSeparable, "ir": InvertedResidual, "cn": ConvBnA
 class MobileNet(nn.Module):
     """A `reference.nets.MobileNet` spec as a torch module: [N, in_chans, H, W] -> logits [N, num_classes].
 
-    ``MobileNet(spec, dtype=None, device=None)``; `create` builds one by name. ``conv_stem`` (3x3 stride 2),
+    ``MobileNet(spec, dtype=None, device=None)``; `create` builds one by name. The preprocessing
+    (``rescaling`` and ``normalization``, None where the spec has none; module docstring), ``conv_stem`` (3x3 stride 2),
     ``bn1``, act; ``blocks`` (a ``Sequential`` of one ``Sequential`` per stage); the head: "mobilenetv3"
     global average, ``conv_head`` (1x1 with bias), act; "efficientnet" ``conv_head``, ``bn2``, act, global
     average; then ``classifier``. Fresh weights are torch's defaults; load real ones with
@@ -153,6 +197,9 @@ class MobileNet(nn.Module):
         self._kind, self._channels = spec.kind, spec.in_chans  # what the scripted input check needs
         self._pool_first = spec.head == "mobilenetv3"
         f = _Factory(spec, device, dtype)
+        self.rescaling = Rescale(*RESCALES[spec.preprocessing]) if spec.preprocessing in RESCALES else None
+        self.normalization = (InputNormalization(spec.in_chans, **f.kw)
+                              if spec.preprocessing == "keras_efficientnet" else None)
         self.conv_stem = f.conv(spec.in_chans, spec.stem_channels, 3, 2)
         self.bn1 = f.bn(spec.stem_channels)
         self.act1 = activations.activation(spec.activation)
@@ -170,6 +217,10 @@ class MobileNet(nn.Module):
             common.assert_input(x, self._kind, self._channels)
         else:
             common.check_tensor(self.spec, x)
+        if self.rescaling is not None:
+            x = self.rescaling(x)
+        if self.normalization is not None:
+            x = self.normalization(x)
         x = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
         if self.bn2 is None:  # "mobilenetv3": pool, then the 1x1 conv with bias
             x = self.act2(self.conv_head(x.mean(dim=(2, 3), keepdim=True)))
@@ -187,5 +238,5 @@ def create(name: str, *, dtype: torch.dtype | None = None, device=None, **overri
     return MobileNet(ref_nets.get(name, **overrides), dtype=dtype, device=device)
 
 
-__all__ = ["MobileNet", "SameConv2d", "DepthwiseSeparable", "InvertedResidual", "ConvBnAct", "create",
+__all__ = ["MobileNet", "SameConv2d", "Rescale", "InputNormalization", "DepthwiseSeparable", "InvertedResidual", "ConvBnAct", "create",
            "same_padding"]
