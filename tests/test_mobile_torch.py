@@ -4,10 +4,12 @@ oracle (`reference.nets.forward`) and against timm, whose state-dict keys are th
 The six models of `reference.nets.MOBILE`: three with symmetric padding (BN eps 1e-5) and three in
 TensorFlow's style ('SAME' padding, eps 1e-3). Inputs are 1x33x33 (every stride-2 conv reads an odd size,
 where 'SAME' pads as symmetric does) and 2x32x32 (even sizes, where it does not). Each model is built
-once per dtype (`_model`).
+once per dtype (`_model`). The three Keras applications names (their preprocessing inside the model) run
+on raw pixels in [0, 255] at 2x32x32 only (the 'same' padding is covered above).
 """
 from __future__ import annotations
 
+import copy
 import functools
 
 import numpy as np
@@ -17,6 +19,7 @@ import reference
 from reference import nets
 from reference.nets import layers as L
 from reference.nets import peers
+from reference.spec_base import STATISTICS_KINDS
 
 from helpers import get_bridge
 
@@ -27,6 +30,8 @@ SAME = tuple(n for n in MOBILE if nets.get(n).padding == "same")
 # (N, H = W, data_format): the odd size channels-last, the even one channels-first
 CASES = ((1, 33, "channels_last"), (2, 32, "channels_first"))
 FLOAT64_MODELS = ("mobilenetv3_large_100", "tf_efficientnet_b0")  # one per padding style
+KERAS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")  # preprocessing in the model: raw pixels
+PIXEL_CASE = (2, 32, "channels_first")
 
 
 def _bridge():
@@ -55,6 +60,18 @@ def _model(name: str, dtype: str, padding: str | None = None):
 def _input(n: int, hw: int, dtype: str, data_format: str = "channels_last") -> np.ndarray:
     x = np.random.default_rng(1000 * n + hw).standard_normal((n, hw, hw, 3)).astype(reference.numpy_dtype(dtype))
     return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+def _pixels(n: int, hw: int, dtype: str, data_format: str = "channels_last") -> np.ndarray:
+    """Raw pixels ~ U(0, 255) [N, H, W, 3] (or NCHW): what a Keras applications model reads."""
+    x = np.random.default_rng(7 + hw).uniform(0, 255, (n, hw, hw, 3)).astype(reference.numpy_dtype(dtype))
+    return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def _pixel_oracle(name: str, n: int, hw: int, dtype: str, data_format: str = "channels_last") -> np.ndarray:
+    """float64 logits of ``_params(name, dtype)`` on ``_pixels``, preprocessing included."""
+    return nets.forward(_spec(name), _params(name, dtype), _pixels(n, hw, dtype, data_format), data_format)
 
 
 @functools.lru_cache(maxsize=None)
@@ -95,16 +112,62 @@ def test_float64_logits_match_the_oracle(name, n, hw, data_format):
     assert reference.tolerance_fraction(y, ref, tol) < 0.05
 
 
-def test_export_after_load_is_bit_exact():
-    params = _params("tf_mobilenetv3_small_100", "float32")
-    out = _bridge().export_params(_model("tf_mobilenetv3_small_100", "float32"))
+@pytest.mark.parametrize("name", KERAS)
+def test_keras_applications_on_raw_pixels_match_the_oracle(name):
+    n, hw, data_format = PIXEL_CASE
+    spec = _spec(name)
+    y = _bridge().apply(_model(name, "float32"), _pixels(n, hw, "float32", data_format), data_format)
+    ref = _pixel_oracle(name, n, hw, "float32", data_format)
+    assert spec.preprocessing != "none" and y.shape == (n, spec.num_classes) and y.dtype == np.float32
+    assert ref.std() > 0.1
+    reference.assert_within(y, ref, reference.network_tolerance(spec, "float32", ref), what=f"{name} {n}x{hw}")
+
+
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
+def test_the_preprocessing_is_where_the_layout_says_and_is_not_ignored(name):
+    """``normalization.mean`` / ``.variance`` lead the state dict as buffers; a wrong variance (EfficientNet)
+    or no preprocessing at all (MobileNetV3's rescale) leaves the oracle's tolerance."""
+    from torch_impl.mobile import InputNormalization, Rescale
+
+    n, hw, data_format = PIXEL_CASE
+    spec, module = _spec(name), _model(name, "float32")
+    x, ref = _pixels(n, hw, "float32", data_format), _pixel_oracle(name, n, hw, "float32", data_format)
+    tol = reference.network_tolerance(spec, "float32", ref)
+    keys, buffers = list(module.state_dict()), dict(module.named_buffers())
+    assert type(module.rescaling) is Rescale and not list(module.rescaling.parameters())
+    if spec.preprocessing == "keras_mobilenetv3":
+        assert (module.rescaling.scale, module.rescaling.offset) == (1 / 127.5, -1.0)
+        assert module.normalization is None and keys[0] == "conv_stem.weight"
+        bare = nets.forward(_spec(name, preprocessing="none"), _params(name, "float32"), x, data_format)
+        assert not reference.within(bare, ref, tol)  # the rescale matters on these pixels
+        return
+    assert (module.rescaling.scale, module.rescaling.offset) == (1 / 255, 0.0)
+    assert type(module.normalization) is InputNormalization
+    assert keys[:3] == ["normalization.mean", "normalization.variance", "conv_stem.weight"]
+    p = _params(name, "float32")
+    for leaf in ("mean", "variance"):
+        t = buffers[f"normalization.{leaf}"]
+        assert t.shape == (3,) and t.dtype == torch.float32 and np.array_equal(t.numpy(), p[f"normalization.{leaf}"])
+    assert not any(k.startswith("normalization.") for k, _ in module.named_parameters())
+    wrong = copy.deepcopy(module)
+    with torch.no_grad():
+        wrong.normalization.variance.mul_(4.0)
+    assert not reference.within(_bridge().apply(wrong, x, data_format), ref, tol)
+    with pytest.raises(reference.ParamError, match=r"normalization\.variance"):
+        _bridge().load_params(wrong, {k: v for k, v in p.items() if k != "normalization.variance"})
+
+
+@pytest.mark.parametrize("name", ["tf_mobilenetv3_small_100", "EfficientNetB0"])
+def test_export_after_load_is_bit_exact(name):
+    params = _params(name, "float32")
+    out = _bridge().export_params(_model(name, "float32"))
     assert list(out) == list(params)
     for k, v in params.items():
         assert out[k].dtype == v.dtype and out[k].shape == v.shape and out[k].tobytes() == v.tobytes(), k
 
 
 # --------------------------------------------------------------------------------------- names and structure
-@pytest.mark.parametrize("name", MOBILE)
+@pytest.mark.parametrize("name", MOBILE + KERAS)
 def test_state_paths_and_variables_are_the_param_table(name):
     from torch_impl import SEBlock
     from torch_impl.mobile import SameConv2d
@@ -116,7 +179,7 @@ def test_state_paths_and_variables_are_the_param_table(name):
     assert [k for k in keys if not k.endswith(".num_batches_tracked")] == native
     bn = [info.name[: -len(".running_var")] for info in table if info.kind == "bn_var"]
     assert [k for k in keys if k.endswith(".num_batches_tracked")] == [f"{p}.num_batches_tracked" for p in bn]
-    trainable = [info.name for info in table if info.kind not in ("bn_mean", "bn_var")]
+    trainable = [info.name for info in table if info.kind not in STATISTICS_KINDS]
     assert [n for n, _ in module.named_parameters()] == trainable
     assert sum(p.numel() for p in module.parameters()) == spec.num_trainable_params()
     variables = _bridge().ADAPTER.variables(module)
@@ -203,6 +266,17 @@ def test_fx_symbolic_trace():
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")  # as tests/test_torch_tools.py
 def test_jit_script():
     _idiom(torch.jit.script(_idiom_case()[1]))
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:FutureWarning")
+def test_the_preprocessing_scripts_and_fx_traces():
+    """EfficientNetB0 (rescale and normalization) under torch.jit.script and torch.fx: the eager logits."""
+    name, (n, hw, data_format) = "EfficientNetB0", PIXEL_CASE
+    module, x = _model(name, "float32"), torch.from_numpy(_pixels(n, hw, "float32", data_format))
+    with torch.no_grad():
+        eager = module(x).numpy()
+        for run in (torch.jit.script(module), torch.fx.symbolic_trace(module)):
+            reference.assert_within(run(x).numpy(), eager, reference.network_tolerance(_spec(name), "float32", eager))
 
 
 # --------------------------------------------------------------------------------------- bad input
