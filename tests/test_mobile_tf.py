@@ -5,7 +5,8 @@ The six `reference.nets.MOBILE` names, each built once in float32 (channels_last
 an odd (1x33x33) and an even (2x32x32) input at `reference.network_tolerance`; two of them (one per padding
 style) in float64 too. The TF 'SAME' padding layer is checked against `reference.nets.layers.same_pads` on
 odd and even sizes, and a network padded symmetrically for a 'same' spec's weights is shown to miss the
-oracle on 32 px. Then: names, export, summary, `.keras` saving and refused input.
+oracle on 32 px. Then: names, export, summary, `.keras` saving and refused input. The three Keras
+applications names (their preprocessing inside the model) run on raw pixels in [0, 255] at 2x32x32 only.
 """
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ import net_cases
 import reference
 from reference import nets
 from reference.nets import layers as L
+from reference.spec_base import STATISTICS_KINDS
 
 from helpers import get_bridge
 
 NAMES = nets.TIMM_MOBILE
 FLOAT64_MODELS = ("efficientnet_b0", "tf_mobilenetv3_small_100")  # symmetric / 'same', each head and SE gate
 FLOAT64_MAX_FRACTION = 0.05
+KERAS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")  # preprocessing in the model: raw pixels
+PIXEL_CASE = (2, 32)
 
 
 def adapter():
@@ -44,6 +48,18 @@ def loaded(name: str, dtype: str = "float32"):
     """``name`` built channels_last in ``dtype`` holding ``init_params(seed=0)`` (cached: do not modify)."""
     a = adapter()
     return a.load_params(a.build(net_cases.spec(name), dtype=dtype), net_cases.params(name, dtype))
+
+
+def pixels(n: int, hw: int, dtype: str = "float32", data_format: str = "channels_last") -> np.ndarray:
+    """Raw pixels ~ U(0, 255) [N, H, W, 3] (or NCHW): what a Keras applications model reads."""
+    x = np.random.default_rng(7 + hw).uniform(0, 255, (n, hw, hw, 3)).astype(reference.numpy_dtype(dtype))
+    return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
+@functools.lru_cache(maxsize=None)
+def pixel_oracle(name: str, n: int, hw: int) -> np.ndarray:
+    """float64 logits of the float32 parameters (as float64) on `pixels`, preprocessing included."""
+    return nets.forward(net_cases.spec(name), net_cases.params(name, "float32"), pixels(n, hw))
 
 
 def bound_fraction(y, ref, tol) -> float:
@@ -86,6 +102,77 @@ def test_float64_forward_is_far_inside_the_bound(name, n, hw):
     assert float(np.abs(y - ref).max()) / max(1.0, float(np.abs(ref).max())) < 1e-10
     fraction = bound_fraction(y, ref, tol)
     assert fraction < FLOAT64_MAX_FRACTION, f"float64 error is {fraction:.3g} of the bound"
+
+
+@pytest.mark.parametrize("name", KERAS)
+def test_keras_applications_on_raw_pixels_match_the_oracle(name):
+    a, spec, (n, hw) = adapter(), net_cases.spec(name), PIXEL_CASE
+    y, ref = a.apply(loaded(name), pixels(n, hw)), pixel_oracle(name, n, hw)
+    assert spec.preprocessing != "none" and y.shape == (n, spec.num_classes) and y.dtype == np.float32
+    assert ref.std() > 0.1
+    tol = reference.network_tolerance(spec, "float32", ref)
+    reference.assert_within(y, ref, tol, what=f"{name} float32 {n}x{hw}")
+    print(f"{name} float32 {n}x{hw}: error {bound_fraction(y, ref, tol):.3g} of the bound")
+
+
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
+def test_the_preprocessing_is_where_the_layout_says_and_is_not_ignored(name):
+    """keras.applications' first layers: ``rescaling`` (and ``normalization`` with the non-trainable variables
+    ``normalization/mean`` and ``normalization/variance``, the paths keras.layers.Normalization gives them);
+    a wrong variance (EfficientNet) or no preprocessing at all (MobileNetV3) leaves the oracle's tolerance."""
+    import keras
+
+    a, spec, (n, hw) = adapter(), net_cases.spec(name), PIXEL_CASE
+    model, x, ref = loaded(name), pixels(n, hw), pixel_oracle(name, n, hw)
+    tol = reference.network_tolerance(spec, "float32", ref)
+    names = [layer.name for layer in model.layers]
+    rescaling = model.get_layer("rescaling")
+    assert type(rescaling) is keras.layers.Rescaling and not rescaling.weights
+    if spec.preprocessing == "keras_mobilenetv3":
+        assert names[:3] == ["input", "rescaling", "conv_stem_pad"]
+        assert (rescaling.scale, rescaling.offset) == (1 / 127.5, -1.0)
+        bare = nets.forward(dataclasses.replace(spec, preprocessing="none"), net_cases.params(name, "float32"), x)
+        assert outside(bare, ref, tol)  # the rescale matters on these pixels
+        return
+    assert names[:4] == ["input", "rescaling", "normalization", "conv_stem_pad"]
+    assert (rescaling.scale, rescaling.offset) == (1 / 255, 0.0)
+    norm = model.get_layer("normalization")
+    assert type(norm) is tf_mobile().InputNormalization
+    assert [(v.path, tuple(v.shape), v.trainable) for v in norm.weights] == [
+        ("normalization/mean", (3,), False), ("normalization/variance", (3,), False)]
+    assert [v.path for v in model.weights[:2]] == ["normalization/mean", "normalization/variance"]
+    keras_own = keras.layers.Normalization(name="normalization")  # keras.applications.EfficientNetB0's layer
+    keras_own.build((None, None, None, 3))
+    assert {v.path for v in norm.weights} < {v.path for v in keras_own.weights}
+    p = net_cases.params(name, "float32")
+    assert model.variable("normalization.variance") is norm.variance
+    assert np.array_equal(a.get(model, "normalization.mean"), p["normalization.mean"])
+    norm.variance.assign(p["normalization.variance"] * 4)
+    try:
+        wrong = a.apply(model, x)
+    finally:
+        norm.variance.assign(p["normalization.variance"])
+    assert outside(wrong, ref, tol)
+    reference.assert_within(a.apply(model, x), ref, tol)  # put back
+
+
+@pytest.mark.parametrize("data_format", reference.DATA_FORMATS)
+def test_input_normalization_layer_is_the_oracle_in_both_data_formats(data_format):
+    """`InputNormalization` alone, float64, on [N, H, W, C] and [N, C, H, W]: `preprocess` after its
+    rescale, a zero variance included (the 1e-7 floor)."""
+    m = tf_mobile()
+    spec = net_cases.spec("EfficientNetB0")
+    rng = np.random.default_rng(0)
+    p = {"normalization.mean": rng.uniform(0.3, 0.6, 3), "normalization.variance": np.array([0.05, 0.0, 0.07])}
+    x = rng.uniform(0, 1, (2, 4, 5, 3))
+    want = nets.preprocess(spec, p, x * 255.0)
+    layer = m.InputNormalization(data_format=data_format, dtype="float64")
+    layer.build(_to(x, data_format).shape)
+    layer.mean.assign(p["normalization.mean"])
+    layer.variance.assign(p["normalization.variance"])
+    y = np.asarray(layer(_to(x, data_format)))
+    np.testing.assert_allclose(y, _to(want, data_format), rtol=1e-12, atol=0)
+    assert np.abs(want[..., 1]).max() > 1e5  # the floored channel
 
 
 def test_channels_first_input_is_transposed_to_the_same_logits():
@@ -156,7 +243,7 @@ def test_a_symmetric_network_for_same_weights_misses_the_oracle_on_32_px():
 
 
 # --- names, export, summary ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", NAMES + KERAS)
 def test_variables_map_one_to_one_onto_the_param_table(name):
     a, spec = adapter(), net_cases.spec(name)
     model = loaded(name)
@@ -167,7 +254,7 @@ def test_variables_map_one_to_one_onto_the_param_table(name):
     for path, info in table.items():
         assert variables[path] == reference.layout.native_shape(info, "keras"), path
     trainable = {v.path.replace("/", ".") for v in model.trainable_weights}
-    assert trainable == {p for p, info in table.items() if info.kind not in ("bn_mean", "bn_var")}
+    assert trainable == {p for p, info in table.items() if info.kind not in STATISTICS_KINDS}
     assert sum(int(np.prod(v.shape)) for v in model.trainable_weights) == spec.num_trainable_params()
     bns = [layer for layer in model.layers if type(layer).__name__ == "BatchNormalization"]
     assert len(bns) == sum(info.kind == "bn_scale" for info in spec.param_table())
@@ -211,12 +298,13 @@ def test_summary_names_every_layer_and_counts_the_spec_params():
 
 
 # --- saving -------------------------------------------------------------------------------------------
-def test_keras_file_round_trip_keeps_spec_and_outputs(tmp_path):
+@pytest.mark.parametrize("name", ["tf_mobilenetv3_small_100", "EfficientNetB0"])
+def test_keras_file_round_trip_keeps_spec_and_outputs(tmp_path, name):
     import keras
 
-    a, name = adapter(), "tf_mobilenetv3_small_100"
+    a = adapter()
     model = loaded(name)
-    x = net_cases.net_input(2, 32, "float32")
+    x = pixels(2, 32) if name in KERAS else net_cases.net_input(2, 32, "float32")
     y = a.apply(model, x)
     path = tmp_path / "net.keras"
     model.save(path)
