@@ -4,7 +4,8 @@ Each of the six `reference.nets.MOBILE` models is built once per dtype with ``in
 Flax initializer runs: each compiles once per kernel shape), loaded with ``spec.init_params(seed=0)`` and
 compared with `reference.nets.forward` on the same values in float64 at `reference.network_tolerance`, on
 an odd (1x33x33) and an even (2x32x32) input: 'same' and symmetric padding differ only where a stride-2
-conv reads an even size. Every (model, dtype, input shape) is one XLA compile, the file's cost.
+conv reads an even size. Every (model, dtype, input shape) is one XLA compile, the file's cost. The three
+Keras applications names (their preprocessing inside the model) run on raw pixels in [0, 255] at 2x32x32.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 import reference
 from reference import nets
 from reference.nets import layers as L
+from reference.spec_base import STATISTICS_KINDS
 
 from helpers import get_bridge
 
@@ -26,7 +28,9 @@ SIZES = ((1, 33), (2, 32))
 # one per padding style, both heads; (N, H = W) the size whose padding differs least from the other style
 FLOAT64_CASES = (("mobilenetv3_small_100", 1, 33), ("tf_efficientnet_b0", 2, 32))
 FLOAT64_MAX_FRACTION = 0.05
-STATS = ("bn_mean", "bn_var")
+STATS = STATISTICS_KINDS  # BatchNorm's and the input normalization's: nnx.BatchStat
+KERAS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")  # preprocessing in the model: raw pixels
+PIXEL_CASE = (2, 32)
 
 
 def bridge():
@@ -59,6 +63,17 @@ def oracle(name: str, dtype: str, n: int, hw: int) -> np.ndarray:
     return nets.forward(nets.get(name), p, net_input(n, hw, dtype).astype(np.float64))
 
 
+def pixels(n: int, hw: int, dtype: str = "float32") -> np.ndarray:
+    """Raw pixels ~ U(0, 255) [N, H, W, 3]: what a Keras applications model reads."""
+    return np.random.default_rng(7 + hw).uniform(0, 255, (n, hw, hw, 3)).astype(reference.numpy_dtype(dtype))
+
+
+@functools.lru_cache(maxsize=None)
+def pixel_oracle(name: str, n: int, hw: int) -> np.ndarray:
+    """float64 logits of the float32 parameters (as float64) on `pixels`, preprocessing included."""
+    return nets.forward(nets.get(name), params(name, "float32"), pixels(n, hw))
+
+
 @functools.lru_cache(maxsize=None)
 def logits(name: str, dtype: str, n: int, hw: int) -> np.ndarray:
     return bridge().apply(loaded(name, dtype), net_input(n, hw, dtype))
@@ -80,6 +95,47 @@ def test_float32_logits_match_the_oracle(name, n, hw):
     assert y.shape == (n, 1000) and y.dtype == np.float32
     assert ref.std() > 0.1  # the randomized BatchNorms keep a signal through every block
     reference.assert_within(y, ref, reference.network_tolerance(nets.get(name), "float32", ref))
+
+
+@pytest.mark.parametrize("name", KERAS)
+def test_keras_applications_on_raw_pixels_match_the_oracle(name):
+    (n, hw), spec = PIXEL_CASE, nets.get(name)
+    y, ref = bridge().apply(loaded(name, "float32"), pixels(n, hw)), pixel_oracle(name, n, hw)
+    assert spec.preprocessing != "none" and y.shape == (n, 1000) and y.dtype == np.float32
+    assert ref.std() > 0.1
+    reference.assert_within(y, ref, reference.network_tolerance(spec, "float32", ref), what=f"{name} {n}x{hw}")
+
+
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
+def test_the_preprocessing_is_where_the_layout_says_and_is_not_ignored(name):
+    """``normalization.mean`` / ``.variance`` are `nnx.BatchStat` at those state paths; a wrong variance
+    (EfficientNet) or no preprocessing at all (MobileNetV3's rescale) leaves the oracle's tolerance."""
+    from flax import nnx
+
+    from jax_impl.mobile import InputNormalization
+
+    (n, hw), spec = PIXEL_CASE, nets.get(name)
+    model, x, ref = loaded(name, "float32"), pixels(n, hw), pixel_oracle(name, n, hw)
+    tol = reference.network_tolerance(spec, "float32", ref)
+    stats = {".".join(map(str, k)): v for k, v in nnx.to_flat_state(nnx.state(model, nnx.BatchStat))}
+    if spec.preprocessing == "keras_mobilenetv3":
+        assert not hasattr(model, "normalization") and not any(k.startswith("normalization") for k in stats)
+        bare = nets.forward(dataclasses.replace(spec, preprocessing="none"), params(name, "float32"), x)
+        assert outside(bare, ref, tol)  # the rescale matters on these pixels
+        return
+    assert type(model.normalization) is InputNormalization
+    p, b = params(name, "float32"), bridge()
+    for leaf in ("mean", "variance"):
+        var = stats[f"normalization.{leaf}"]
+        assert var[...].shape == (3,) and var[...].dtype == np.float32
+        assert np.array_equal(np.asarray(var[...]), p[f"normalization.{leaf}"])
+    b.ADAPTER.set(model, "normalization.variance", p["normalization.variance"] * 4)
+    try:
+        wrong = b.apply(model, x)
+    finally:
+        b.ADAPTER.set(model, "normalization.variance", p["normalization.variance"])
+    assert outside(wrong, ref, tol)
+    reference.assert_within(b.apply(model, x), ref, tol)  # put back
 
 
 @pytest.mark.parametrize("name, n, hw", FLOAT64_CASES)
@@ -129,7 +185,7 @@ def test_same_conv_pads_as_the_oracle(h, w, k, stride):
 
 
 # --- names, variables, export --------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODELS + KERAS)
 def test_variables_are_the_param_table_one_to_one(name):
     from flax import nnx
 
@@ -150,7 +206,7 @@ def test_variables_are_the_param_table_one_to_one(name):
     assert adapter_names == {p: reference.native_shape(info, "flax") for p, info in table.items()}
 
 
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", MODELS + ("EfficientNetB0",))
 def test_export_after_load_is_bit_exact(name):
     p, exported = params(name, "float32"), bridge().export_params(loaded(name, "float32"))
     assert set(exported) == set(p)
