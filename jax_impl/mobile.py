@@ -55,7 +55,8 @@ class Conv(nnx.Conv):
         return super().__call__(x)
 
 
-# spec.preprocessing -> Keras' Rescaling (scale, offset): x * scale + offset (keras/src/layers/preprocessing/rescaling.py)
+# spec.preprocessing -> Keras' Rescaling (scale, offset): x * scale + offset
+# (keras/src/layers/preprocessing/rescaling.py)
 RESCALES = {"keras_mobilenetv3": (1.0 / 127.5, -1.0), "keras_efficientnet": (1.0 / 255.0, 0.0)}
 
 

@@ -1,6 +1,7 @@
 """MobileNetV3 and EfficientNet in the oracle (`reference.nets.MobileNet`): each named model against timm's
 own (keys, shapes, parameter counts, float64 logits on an odd and an even size), TF 'SAME' padding against
-timm's, the padding and epsilon fields, the depthwise layout kind and the spec's checks."""
+timm's, the padding and epsilon fields, the preprocessing against Keras' own layers, the depthwise layout kind and
+the spec's checks."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -142,6 +143,50 @@ def test_forward_taps_the_stem_and_every_block():
     assert list(taps) == ["stem"] + [b.path for b in spec.blocks()]
     assert taps["stem"].shape == (1, 32, 16, 16) and taps["blocks.6.0"].shape == (1, 320, 1, 1)
     np.testing.assert_array_equal(reference.forward(spec, p, x, "channels_first"), logits)
+
+
+# --- the preprocessing (keras.applications' first layers) ---------------------------------------------
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
+def test_preprocess_is_keras_rescaling_and_normalization(name):
+    """`preprocess` (float64) equals the layers keras/src/applications/mobilenet_v3.py and efficientnet.py
+    put first, run in float64: ``Rescaling(1 / 127.5, offset=-1)``; ``Rescaling(1 / 255)`` then
+    ``Normalization(mean, variance)``, a zero variance included (floored at 1e-7). On the TensorFlow backend
+    Keras casts its Python float constants (the scale, the epsilon) through float32 (``tf.cast`` of a Python
+    float makes a float32 tensor first), so the two agree to a few float32 roundings of each term's
+    magnitude, not to float64's."""
+    from helpers import get_bridge
+
+    get_bridge("tf")  # Keras on its TensorFlow backend, imported as the backend tests import it
+    import keras
+
+    spec = nets.get(name)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (2, 5, 7, 3))
+    p = {"normalization.mean": rng.uniform(0.35, 0.55, 3), "normalization.variance": np.array([0.05, 0.0, 0.07])}
+    got = nets.preprocess(spec, p, x)
+    if spec.preprocessing == "keras_mobilenetv3":
+        layers = [keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, dtype="float64")]
+    else:
+        layers = [keras.layers.Rescaling(1.0 / 255.0, dtype="float64"),
+                  keras.layers.Normalization(mean=p["normalization.mean"], variance=p["normalization.variance"],
+                                             dtype="float64")]
+    want = x
+    for layer in layers:
+        want = np.asarray(keras.ops.convert_to_numpy(layer(want)))
+    assert got.shape == x.shape and want.dtype == np.float64
+    if spec.preprocessing == "keras_mobilenetv3":
+        magnitude = x / 127.5 + 1.0  # |x * scale| + |offset|
+    else:
+        sd = np.maximum(np.sqrt(p["normalization.variance"]), 1e-7)
+        magnitude = (x / 255.0 + np.abs(p["normalization.mean"])) / sd
+    error = np.abs(got - want) / magnitude
+    assert error.max() <= 4 * np.finfo(np.float32).eps, error.max()
+    if spec.preprocessing == "keras_efficientnet":
+        assert np.abs(got[..., 1]).max() > 1e5  # the floored channel: (x - mean) / 1e-7
+        other = {**p, "normalization.variance": p["normalization.variance"] + 0.01}
+        assert not np.allclose(got, nets.preprocess(spec, other, x))
+    else:
+        assert got.min() >= -1 and got.max() <= 1 and got.min() < -0.9 and got.max() > 0.9
 
 
 # --- the depthwise layout kind ------------------------------------------------------------------------

@@ -238,5 +238,6 @@ def create(name: str, *, dtype: torch.dtype | None = None, device=None, **overri
     return MobileNet(ref_nets.get(name, **overrides), dtype=dtype, device=device)
 
 
-__all__ = ["MobileNet", "SameConv2d", "Rescale", "InputNormalization", "DepthwiseSeparable", "InvertedResidual", "ConvBnAct", "create",
+__all__ = ["MobileNet", "SameConv2d", "Rescale", "InputNormalization", "DepthwiseSeparable", "InvertedResidual",
+           "ConvBnAct", "create",
            "same_padding"]
