@@ -25,7 +25,7 @@ from flax import nnx
 
 import reference
 from reference.nets.layers import conv_pads
-from reference.nets.mobile import NORMALIZATION_EPSILON
+from reference.nets.mobile import NORMALIZATION_EPSILON, RESCALES
 
 from .activations import ACTIVATIONS
 from .nets import _bn, attention_block, check_param_dtype
@@ -53,11 +53,6 @@ class Conv(nnx.Conv):
         if t or b or left or r:
             x = jnp.pad(x, ((0, 0), (t, b), (left, r), (0, 0)))
         return super().__call__(x)
-
-
-# spec.preprocessing -> Keras' Rescaling (scale, offset): x * scale + offset
-# (keras/src/layers/preprocessing/rescaling.py)
-RESCALES = {"keras_mobilenetv3": (1.0 / 127.5, -1.0), "keras_efficientnet": (1.0 / 255.0, 0.0)}
 
 
 class InputNormalization(nnx.Module):

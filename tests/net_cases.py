@@ -28,6 +28,12 @@ SIZES = ((1, 33), (2, 32))
 DTYPES = ("float64", "float32")
 
 
+def pixels(n: int, hw: int, dtype: str = "float32", data_format: str = "channels_last") -> np.ndarray:
+    """Raw pixels ~ U(0, 255) [N, H, W, 3] (or NCHW): what a Keras applications model reads."""
+    x = np.random.default_rng(7 + hw).uniform(0, 255, (n, hw, hw, 3)).astype(reference.numpy_dtype(dtype))
+    return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+
 @functools.lru_cache(maxsize=None)
 def spec(name: str):
     return nets.get(name)

@@ -20,6 +20,7 @@ from reference import nets
 from reference.nets import layers as L
 from reference.spec_base import STATISTICS_KINDS
 
+import net_cases
 from helpers import get_bridge
 
 pytestmark = pytest.mark.xdist_group(name="mobile-jax")
@@ -29,7 +30,7 @@ SIZES = ((1, 33), (2, 32))
 FLOAT64_CASES = (("mobilenetv3_small_100", 1, 33), ("tf_efficientnet_b0", 2, 32))
 FLOAT64_MAX_FRACTION = 0.05
 STATS = STATISTICS_KINDS  # BatchNorm's and the input normalization's: nnx.BatchStat
-KERAS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")  # preprocessing in the model: raw pixels
+KERAS = nets.KERAS_MOBILE  # preprocessing in the model: raw pixels
 PIXEL_CASE = (2, 32)
 
 
@@ -63,9 +64,7 @@ def oracle(name: str, dtype: str, n: int, hw: int) -> np.ndarray:
     return nets.forward(nets.get(name), p, net_input(n, hw, dtype).astype(np.float64))
 
 
-def pixels(n: int, hw: int, dtype: str = "float32") -> np.ndarray:
-    """Raw pixels ~ U(0, 255) [N, H, W, 3]: what a Keras applications model reads."""
-    return np.random.default_rng(7 + hw).uniform(0, 255, (n, hw, hw, 3)).astype(reference.numpy_dtype(dtype))
+pixels = net_cases.pixels  # raw pixels in [0, 255]
 
 
 @functools.lru_cache(maxsize=None)

@@ -28,7 +28,7 @@ from helpers import get_bridge
 NAMES = nets.TIMM_MOBILE
 FLOAT64_MODELS = ("efficientnet_b0", "tf_mobilenetv3_small_100")  # symmetric / 'same', each head and SE gate
 FLOAT64_MAX_FRACTION = 0.05
-KERAS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")  # preprocessing in the model: raw pixels
+KERAS = nets.KERAS_MOBILE  # preprocessing in the model: raw pixels
 PIXEL_CASE = (2, 32)
 
 
@@ -50,10 +50,7 @@ def loaded(name: str, dtype: str = "float32"):
     return a.load_params(a.build(net_cases.spec(name), dtype=dtype), net_cases.params(name, dtype))
 
 
-def pixels(n: int, hw: int, dtype: str = "float32", data_format: str = "channels_last") -> np.ndarray:
-    """Raw pixels ~ U(0, 255) [N, H, W, 3] (or NCHW): what a Keras applications model reads."""
-    x = np.random.default_rng(7 + hw).uniform(0, 255, (n, hw, hw, 3)).astype(reference.numpy_dtype(dtype))
-    return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+pixels = net_cases.pixels  # raw pixels in [0, 255]
 
 
 @functools.lru_cache(maxsize=None)

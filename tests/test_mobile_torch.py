@@ -21,6 +21,7 @@ from reference.nets import layers as L
 from reference.nets import peers
 from reference.spec_base import STATISTICS_KINDS
 
+import net_cases
 from helpers import get_bridge
 
 torch = pytest.importorskip("torch")
@@ -30,7 +31,7 @@ SAME = tuple(n for n in MOBILE if nets.get(n).padding == "same")
 # (N, H = W, data_format): the odd size channels-last, the even one channels-first
 CASES = ((1, 33, "channels_last"), (2, 32, "channels_first"))
 FLOAT64_MODELS = ("mobilenetv3_large_100", "tf_efficientnet_b0")  # one per padding style
-KERAS = ("MobileNetV3Small", "MobileNetV3Large", "EfficientNetB0")  # preprocessing in the model: raw pixels
+KERAS = nets.KERAS_MOBILE  # preprocessing in the model: raw pixels
 PIXEL_CASE = (2, 32, "channels_first")
 
 
@@ -62,10 +63,7 @@ def _input(n: int, hw: int, dtype: str, data_format: str = "channels_last") -> n
     return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
 
 
-def _pixels(n: int, hw: int, dtype: str, data_format: str = "channels_last") -> np.ndarray:
-    """Raw pixels ~ U(0, 255) [N, H, W, 3] (or NCHW): what a Keras applications model reads."""
-    x = np.random.default_rng(7 + hw).uniform(0, 255, (n, hw, hw, 3)).astype(reference.numpy_dtype(dtype))
-    return x if data_format == "channels_last" else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+_pixels = net_cases.pixels
 
 
 @functools.lru_cache(maxsize=None)

@@ -33,7 +33,7 @@ from keras import ops
 import reference
 from reference.nets import MobileNet
 from reference.nets.layers import same_pads
-from reference.nets.mobile import NORMALIZATION_EPSILON
+from reference.nets.mobile import NORMALIZATION_EPSILON, RESCALES
 
 from .nets import TORCH_BN_MOMENTUM, ResNetModel, build_options, seeded_initializer
 from .se import SEBlock
@@ -202,11 +202,10 @@ class _Builder:
 
     def preprocess(self, x):
         """The spec's preprocessing layers on the raw input (module docstring); none for "none"."""
-        kw = dict(dtype=self.dtype, name="rescaling")
-        if self.spec.preprocessing == "keras_mobilenetv3":
-            return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, **kw)(x)
+        if self.spec.preprocessing in RESCALES:
+            scale, offset = RESCALES[self.spec.preprocessing]
+            x = keras.layers.Rescaling(scale, offset=offset, dtype=self.dtype, name="rescaling")(x)
         if self.spec.preprocessing == "keras_efficientnet":
-            x = keras.layers.Rescaling(1.0 / 255.0, **kw)(x)
             return InputNormalization(data_format=self.data_format, dtype=self.dtype, name="normalization")(x)
         return x
 

@@ -27,7 +27,7 @@ from torch import nn
 
 from reference import nets as ref_nets
 from reference.nets.layers import same_pads
-from reference.nets.mobile import NORMALIZATION_EPSILON
+from reference.nets.mobile import NORMALIZATION_EPSILON, RESCALES
 
 from . import activations, common
 from .nets import BN_MOMENTUM, attention_module
@@ -83,10 +83,6 @@ class InputNormalization(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         scale = torch.clamp(torch.sqrt(self.variance), min=self.epsilon)
         return (x - self.mean.view(1, -1, 1, 1)) / scale.view(1, -1, 1, 1)
-
-
-# spec.preprocessing -> the Rescale's (scale, offset), before the normalization if any
-RESCALES = {"keras_mobilenetv3": (1.0 / 127.5, -1.0), "keras_efficientnet": (1.0 / 255.0, 0.0)}
 
 
 class _Factory:

@@ -14,8 +14,8 @@ from ..oracle import from_channels_last, to_channels_last
 from ..validation import check_array_input, check_params
 from .mobile import MobileNet, Row, mobile_forward, preprocess
 from .resnet import Block, ResNet, resnet_forward
-from .zoo import (ALL, ARCHITECTURE_OF, ARCHITECTURES, MOBILE, NAMES, TIMM_MOBILE, ZOO, counterpart,
-                  function_differences, get)
+from .zoo import (ALL, ARCHITECTURE_OF, ARCHITECTURES, KERAS_MOBILE, LAYOUT_MODELS, MOBILE, NAMES, TIMM_MOBILE,
+                  ZOO, counterpart, function_differences, get)
 
 NETWORK_TYPES = (ResNet, MobileNet)
 FORWARDS = {ResNet: resnet_forward, MobileNet: mobile_forward}
@@ -44,5 +44,5 @@ def forward(spec, params, x, data_format: str = "channels_last", taps: bool = Fa
     return logits
 
 
-__all__ = ["ResNet", "Block", "MobileNet", "Row", "NAMES", "ZOO", "MOBILE", "TIMM_MOBILE", "ARCHITECTURES",
+__all__ = ["ResNet", "Block", "MobileNet", "Row", "NAMES", "ZOO", "MOBILE", "TIMM_MOBILE", "KERAS_MOBILE", "LAYOUT_MODELS", "ARCHITECTURES",
            "ARCHITECTURE_OF", "ALL", "get", "counterpart", "function_differences", "forward", "preprocess", "is_network", "NETWORK_TYPES"]

@@ -41,6 +41,9 @@ PADDINGS = L.PADDINGS
 # (keras/src/applications/efficientnet.py; keras/src/layers/preprocessing/normalization.py)
 PREPROCESSINGS = ("none", "keras_mobilenetv3", "keras_efficientnet")
 NORMALIZATION_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalization's sqrt(variance)
+# preprocessing -> Keras' Rescaling (scale, offset): x * scale + offset (keras/src/layers/preprocessing/rescaling.py),
+# before the Normalization where there is one
+RESCALES = {"keras_mobilenetv3": (1.0 / 127.5, -1.0), "keras_efficientnet": (1.0 / 255.0, 0.0)}
 
 
 class Row(NamedTuple):
@@ -262,10 +265,10 @@ def block_forward(spec: MobileNet, b: Block, p: dict, x: np.ndarray) -> np.ndarr
 
 def preprocess(spec: MobileNet, p: dict, x: np.ndarray) -> np.ndarray:
     """``spec.preprocessing`` of channels-last ``x`` (float64), as the Keras layers compute it."""
-    if spec.preprocessing == "keras_mobilenetv3":
-        return x * (1.0 / 127.5) + (-1.0)
+    if spec.preprocessing in RESCALES:
+        scale, offset = RESCALES[spec.preprocessing]
+        x = x * scale + offset
     if spec.preprocessing == "keras_efficientnet":
-        x = x * (1.0 / 255.0)
         scale = np.maximum(np.sqrt(p["normalization.variance"]), NORMALIZATION_EPSILON)
         return (x - p["normalization.mean"]) / scale
     return x
@@ -292,4 +295,4 @@ def mobile_forward(spec: MobileNet, p: dict, x: np.ndarray, taps: dict | None = 
     return L.linear(v, p, "classifier")
 
 
-__all__ = ["MobileNet", "Row", "Block", "mobile_forward", "preprocess", "PREPROCESSINGS"]
+__all__ = ["MobileNet", "Row", "Block", "mobile_forward", "preprocess", "PREPROCESSINGS", "RESCALES"]

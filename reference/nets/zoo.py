@@ -164,6 +164,11 @@ ARCHITECTURES = {
     "efficientnet_b0": ("efficientnet_b0", "tf_efficientnet_b0", "EfficientNetB0"),
 }
 ARCHITECTURE_OF = {name: arch for arch, names in ARCHITECTURES.items() for name in names}
+TIMM_MOBILE = tuple(n for n in MOBILE if MOBILE[n].peer.startswith("timm."))
+KERAS_MOBILE = tuple(n for n in MOBILE if MOBILE[n].peer.startswith("keras."))  # raw pixels in, preprocessing inside
+# peer layout -> the MobileNet names its models compute (torchvision's efficientnet_b0 is timm's)
+LAYOUT_MODELS = {"timm": TIMM_MOBILE, "keras-applications": KERAS_MOBILE,
+                 "torchvision": ("mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")}
 FUNCTION_FIELDS = ("padding", "bn_eps", "preprocessing")  # what differs between the models of one architecture
 
 
@@ -172,13 +177,9 @@ def counterpart(spec, layout: str):
     layout's peer has it (attnport's own layouts always), else the peer's model of the same architecture --
     timm's of the same padding style, torchvision's, or Keras applications' -- with ``spec``'s classes."""
     arch = ARCHITECTURE_OF.get(getattr(spec, "name", ""))
-    if arch is None or layout not in ("timm", "torchvision", "keras-applications"):
+    if arch is None or layout not in LAYOUT_MODELS:
         return spec
-    names = ARCHITECTURES[arch]
-    peer = {"timm": lambda n: MOBILE[n].peer.startswith("timm."),
-            "torchvision": lambda n: "torchvision" in MOBILE[n].peer or n == "efficientnet_b0",
-            "keras-applications": lambda n: MOBILE[n].peer.startswith("keras.")}[layout]
-    held = [n for n in names if peer(n)]
+    held = [n for n in ARCHITECTURES[arch] if n in LAYOUT_MODELS[layout]]
     if spec.name in held:
         return spec
     pick = next((n for n in held if get(n).padding == spec.padding), held[0])
@@ -188,8 +189,9 @@ def counterpart(spec, layout: str):
 def function_differences(a, b) -> list[tuple[str, object, object]]:
     """``[(field, a's value, b's value)]`` for the `FUNCTION_FIELDS` in which specs ``a`` and ``b`` differ."""
     return [(f, getattr(a, f), getattr(b, f)) for f in FUNCTION_FIELDS if getattr(a, f) != getattr(b, f)]
+
+
 ALL: dict[str, Entry] = {**ZOO, **MOBILE}
-TIMM_MOBILE = tuple(n for n in MOBILE if MOBILE[n].peer.startswith("timm."))
 
 
 def get(name: str, **overrides):
