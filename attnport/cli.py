@@ -363,16 +363,12 @@ def _convert(args) -> int:
 
 # --- whole networks (--model; docs/how-to/convert-a-checkpoint.md "Whole networks") ---------------------
 def _network_model(name: str) -> str:
-    """``--model``: a name of reference.nets.ZOO, or ``auto``."""
+    """``--model``: a name of reference.nets.ALL, or ``auto``."""
     from reference import nets
 
     from .netconvert import AUTO
 
-    if name != AUTO and name not in nets.ZOO:
-        if name in nets.MOBILE:
-            raise argparse.ArgumentTypeError(
-                f"{name}: whole-network conversion does not cover MobileNetV3/EfficientNet yet (no torchvision "
-                f"or Keras-applications layout); --model takes one of {', '.join(nets.NAMES)}, or auto")
+    if name != AUTO and name not in nets.ALL:
         try:
             nets.get(name)
         except ValueError as exc:

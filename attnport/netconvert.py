@@ -32,25 +32,27 @@ import numpy as np
 
 import reference
 from reference import nets
+from reference.nets import mobile_layouts
 from reference.nets import peers as net_peers
 from reference.peers import PEER_LAYOUTS, TRANSFORMS
 
 from . import checkpoint
 from .files import BadInput
 
-TORCH_LAYOUTS = ("timm", "official-eca", "official-cbam")
+PEER_NET_LAYOUTS = tuple(net_peers.NETWORK_LAYOUTS)  # timm, official-eca, official-cbam: reference.nets.peers
+KEYED_LAYOUTS = mobile_layouts.KEYED_LAYOUTS  # torchvision, keras-applications: reference.nets.mobile_layouts
+TORCH_LAYOUTS = PEER_NET_LAYOUTS + ("torchvision",)
 OWN_LAYOUTS = ("canonical", "keras", "flax")
-NETWORK_LAYOUTS = TORCH_LAYOUTS + OWN_LAYOUTS
+NETWORK_LAYOUTS = TORCH_LAYOUTS + ("keras-applications",) + OWN_LAYOUTS
 NETWORK_FORMAT = "attnport-network"
 NETWORK_FORMAT_VERSION = "1"
 BUFFER = "num_batches_tracked"
 AUTO = "auto"
 SHOWN = 5  # keys named per kind of problem in a message
-KIND_ORDER = ("conv2d", "grouped_conv2d", "bn_scale", "bn_shift", "bn_mean", "bn_var", "linear", "conv1d", "bias",
-              "classifier", "buffer", "buffer (written as 0)")  # the order of `Report.counts`
+KIND_ORDER = ("input_mean", "input_var", "conv2d", "grouped_conv2d", "depthwise_conv2d", "bn_scale", "bn_shift",
+              "bn_mean", "bn_var", "linear", "conv1d", "bias", "classifier", "buffer", "buffer (written as 0)")  # the order of `Report.counts`
 
 BLOCK_PATH = re.compile(r"(layer[1-4]\.[0-9]{1,9})\.")  # a residual block's path at the start of a key
-ATTENTION_LAYER = re.compile(r"(layer[1-4]\.[0-9]{1,9}\.se)\.")  # an attention block: one Keras layer
 
 # Python-side hints; attnport.cli.CLI_TERMS says them as flags.
 CHOOSE_MODEL = "pass model=NAME (and layout=LAYOUT) to choose one"
@@ -73,6 +75,20 @@ class Slot:
     transform: str = "as_is"
     buffer_of: str | None = None
 
+    def to_canonical(self, value) -> np.ndarray:
+        """A stored array -> its canonical form (a view where it can be)."""
+        value = np.asarray(value)
+        if self.perm is not None:
+            return value.transpose(np.argsort(self.perm))
+        return TRANSFORMS[self.transform].to_canonical(value) if self.transform != "as_is" else value
+
+    def to_native(self, value) -> np.ndarray:
+        """A canonical array -> the form this slot stores."""
+        value = np.asarray(value)
+        if self.perm is not None:
+            return value.transpose(self.perm)
+        return TRANSFORMS[self.transform].to_peer(value) if self.transform != "as_is" else value
+
     def canonical_shape(self, shape) -> tuple:
         """The canonical shape of an array of ``shape`` stored in this slot."""
         shape = tuple(shape)
@@ -92,10 +108,11 @@ class Slot:
 
 def keras_path(native: str, canonical: str, attention: set) -> str:
     """Keras' own ``variable.path`` of a network's variable: the layer (named by its canonical module path,
-    an attention block's ``<block>.se`` as one layer), then ``/`` and the path inside it
-    (``layer1.0.conv1/kernel``, ``layer1.0.se/fc1/kernel``), as `tf_impl.build` names them."""
-    block = ATTENTION_LAYER.match(canonical)
-    layer = block.group(1) if block and block.group(1) in attention else canonical.rsplit(".", 1)[0]
+    an attention block's ``<block>.se`` -- one of ``attention`` -- as one layer), then ``/`` and the path
+    inside it (``layer1.0.conv1/kernel``, ``layer1.0.se/fc1/kernel``), as `tf_impl.build` names them."""
+    parts = canonical.split(".")
+    layer = next((p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in attention),
+                 ".".join(parts[:-1]))
     return f"{layer}/{native[len(layer) + 1:].replace('.', '/')}"
 
 
@@ -112,6 +129,17 @@ def slots(spec, layout: str) -> dict[str, Slot]:
     Raises ValueError where the layout's models cannot express ``spec`` (`reference.nets.peers.check_layout`).
     """
     table = spec.param_table()
+    if layout in KEYED_LAYOUTS:
+        infos = {i.name: i for i in table}
+        out = {}
+        for k in mobile_layouts.keys(spec, layout):
+            if k.canonical is None:
+                out[k.key] = Slot(k.key, tuple(k.shape), None, "buffer", buffer_of=k.buffer_of)
+                continue
+            slot = Slot(k.key, (), k.canonical, infos[k.canonical].kind, k.perm, k.transform)
+            shape = slot.to_native(np.broadcast_to(np.zeros((), np.float32), tuple(infos[k.canonical].shape))).shape
+            out[k.key] = dataclasses.replace(slot, shape=tuple(shape))
+        return out
     if layout == "canonical":
         return {i.name: Slot(i.name, tuple(i.shape), i.name, i.kind) for i in table}
     if layout in ("keras", "flax"):
@@ -123,7 +151,7 @@ def slots(spec, layout: str) -> dict[str, Slot]:
                 key = keras_path(key, i.name, attention)
             out[key] = Slot(key, reference.native_shape(i, layout), i.name, i.kind, perm)
         return out
-    if layout not in TORCH_LAYOUTS:
+    if layout not in PEER_NET_LAYOUTS:
         raise ValueError(f"unknown network layout {layout!r}; choose one of {NETWORK_LAYOUTS}")
     shapes = net_peers.expected_shapes(spec, layout)
     kinds = {i.name: i.kind for i in table}
@@ -215,25 +243,27 @@ def read_network(spec, state: dict, layout: str) -> Reading:
     err = check_state(spec, state, layout)
     if err is not None:
         raise err
-    if layout in TORCH_LAYOUTS:
+    if layout in PEER_NET_LAYOUTS:
         read = net_peers.from_peer(spec, state, layout)
         table = slots(spec, layout)
         buffers = {table[k].buffer_of: v for k, v in read.extras.items() if table[k].buffer_of}
         others = {k: v for k, v in read.extras.items() if not table[k].buffer_of}
         return Reading(read.params, buffers, others, stripped)
-    by_name = {s.canonical: s for s in slots(spec, layout).values()}
-    params = {}
-    for info in spec.param_table():
-        s = by_name[info.name]
-        value = np.asarray(state[s.key])
-        params[info.name] = np.array(value.transpose(np.argsort(s.perm)) if s.perm else value, order="C", copy=True)
-    return Reading(params)
+    table = slots(spec, layout)
+    by_name = {s.canonical: s for s in table.values() if s.canonical}
+    params = {i.name: np.array(by_name[i.name].to_canonical(state[by_name[i.name].key]), order="C", copy=True)
+              for i in spec.param_table()}
+    buffers = {s.buffer_of: np.array(state[k], copy=True) for k, s in table.items() if s.buffer_of and k in state}
+    others = {k: np.array(state[k], copy=True) for k, s in table.items()
+              if s.canonical is None and not s.buffer_of and k in state}
+    return Reading(params, buffers, others, stripped)
 
 
 def write_network(spec, reading: Reading, layout: str, same_layout: bool = False) -> dict[str, np.ndarray]:
-    """Canonical params (and buffers) -> ``{key: array}`` in ``layout``, in its order. Torch layouts get every
-    ``num_batches_tracked``: the read one where there was one, else 0."""
-    if layout in TORCH_LAYOUTS:
+    """Canonical params (and buffers) -> ``{key: array}`` in ``layout``, in its order. Every counter the layout
+    holds (torch's ``num_batches_tracked``, Keras' ``normalization/count``) is written: the read one where
+    there was one, else 0."""
+    if layout in PEER_NET_LAYOUTS:
         extras = dict(reading.other_buffers) if same_layout else {}
         for key, s in slots(spec, layout).items():
             if s.buffer_of in reading.buffers:
@@ -241,8 +271,14 @@ def write_network(spec, reading: Reading, layout: str, same_layout: bool = False
         return net_peers.to_peer(spec, reading.params, layout, extras)
     out = {}
     for key, s in slots(spec, layout).items():
-        value = np.asarray(reading.params[s.canonical])
-        out[key] = np.ascontiguousarray(value.transpose(s.perm) if s.perm else value)
+        if s.canonical is not None:
+            out[key] = np.ascontiguousarray(s.to_native(reading.params[s.canonical]))
+        elif s.buffer_of in reading.buffers:
+            out[key] = np.array(reading.buffers[s.buffer_of], copy=True)
+        elif same_layout and key in reading.other_buffers:
+            out[key] = np.array(reading.other_buffers[key], copy=True)
+        else:
+            out[key] = np.zeros(s.shape, np.int64)
     return out
 
 
@@ -359,14 +395,14 @@ def _fit(base, state: dict, layout: str, read_kernels: bool):
     ``eca_kernels`` from each stage's first kernel) of ``state`` in ``layout``; ``(spec, what was read)``."""
     table = {s.canonical: s for s in slots(base, layout).values() if s.canonical}
     fields, read = {}, []
-    fc = table["fc.weight"]
+    fc = next(s for s in table.values() if s.kind == "classifier" and s.canonical.endswith(".weight"))
     if fc.key in state:
         shape = fc.canonical_shape(np.shape(state[fc.key]))
         if len(shape) == 2 and shape[0] >= 1 and shape[0] != base.num_classes:
             fields["num_classes"] = int(shape[0])
         if len(shape) == 2 and shape[0] >= 1:
             read.append(f"num_classes {shape[0]} from {fc.key}")
-    if read_kernels and base.eca_kernels is not None:
+    if read_kernels and getattr(base, "eca_kernels", None) is not None:
         ks, keys = [], []
         for stage in range(4):
             s = table[f"layer{stage + 1}.0.se.conv.weight"]
@@ -394,6 +430,11 @@ def _signature(spec, layout: str, state: dict) -> tuple:
 
 
 
+def _registry() -> dict:
+    """Every named network, read now (as `reference.nets.get` does: a registry may grow, or be patched)."""
+    return {**nets.ZOO, **nets.MOBILE}
+
+
 def _block_paths(state: dict) -> frozenset:
     return frozenset(m.group(1) for m in map(BLOCK_PATH.match, state) if m)
 
@@ -401,15 +442,17 @@ def _block_paths(state: dict) -> frozenset:
 def _try(state: dict, names, layouts, read_kernels: bool, refused: list, blocks: dict | None = None) -> list:
     """``[(name, layout, spec, ParamError or None, what was read, signature)]`` for every name and every layout
     that can express it (why the others cannot goes to ``refused``); with ``blocks`` ({layout: block paths in
-    the file}) only where a model's residual blocks (``layer2.3``) are the file's, which every match has (a
-    quick filter, never a verdict)."""
+    the file}) only where a ResNet's residual blocks (``layer2.3``) are the file's, which every match has, and
+    a MobileNet only in the peer layouts whose peer has that model (`reference.nets.LAYOUT_MODELS`): quick
+    filters, never a verdict."""
     tried = []
     for name in names:
-        layers = nets.ZOO[name].fields["layers"]
-        paths = frozenset(f"layer{s + 1}.{i}" for s, n in enumerate(layers) for i in range(n))
+        layers = _registry()[name].fields.get("layers")
+        paths = frozenset(f"layer{s + 1}.{i}" for s, n in enumerate(layers) for i in range(n)) if layers else None
         base = None
         for layout in layouts:
-            if blocks is not None and blocks[layout] != paths:
+            if blocks is not None and (blocks[layout] != paths if paths is not None else
+                                       name not in nets.LAYOUT_MODELS.get(layout, (name,))):
                 continue
             base = base or nets.get(name)
             try:
@@ -426,7 +469,7 @@ def _try(state: dict, names, layouts, read_kernels: bool, refused: list, blocks:
 
 def resolve(state: dict, path, *, model: str | None = AUTO, layouts=NETWORK_LAYOUTS,
             declared: bool = False) -> Resolved:
-    """The one network of `reference.nets.ZOO` whose keys and shapes ``state`` has exactly, in one of ``layouts``.
+    """The one network of `reference.nets.ALL` whose keys and shapes ``state`` has exactly, in one of ``layouts``.
 
     ``model``: a name (``num_classes`` is read from the classifier; a kernel of official ECA that is not
     the model's is an error naming the key) or ``"auto"``: every name, with ``eca_kernels`` read from the
@@ -434,7 +477,7 @@ def resolve(state: dict, path, *, model: str | None = AUTO, layouts=NETWORK_LAYO
     from the weights as for ``"auto"``). Raises `BadInput`: several fit (the candidates listed), or none
     (the closest named with its first missing and mis-shaped keys).
     """
-    names = tuple(nets.ZOO) if model == AUTO else (model,)
+    names = tuple(_registry()) if model == AUTO else (model,)
     read_kernels = model == AUTO or declared
     blocks = {layout: _block_paths(_strip(state, layout)[0]) for layout in layouts} if model == AUTO else None
     refused: list[str] = []
@@ -456,13 +499,17 @@ def resolve(state: dict, path, *, model: str | None = AUTO, layouts=NETWORK_LAYO
     if matches:
         listed = ", ".join(f"{name} ({layout})" for name, layout, *_ in matches)
         hint = CHOOSE_MODEL if len({m[0] for m in matches}) > 1 else CHOOSE_LAYOUT
+        archs = {nets.ARCHITECTURE_OF.get(m[0]) for m in matches}
+        if len(archs) == 1 and None not in archs and len({m[0] for m in matches}) > 1:
+            hint = (f"they are the {archs.pop()} architecture, whose models hold the same tensors and differ only in "
+                    f"{', '.join(nets.FUNCTION_FIELDS)}, which no weight records; {hint}")
         raise BadInput(f"{path}: the keys and shapes fit {len(matches)} networks: {listed}; {hint}")
     name, layout, spec, err, *_ = min(tried, key=lambda t: _score(t[3]))
     if model == AUTO:
         raise BadInput(f"{path}: no network of reference.nets has exactly these keys and shapes; the closest is "
                        f"{name} in the {layout} layout: {describe(err)}")
     kernels = ""
-    if err.mismatched and not (err.missing or err.unexpected) and spec.eca_kernels is not None and all(
+    if err.mismatched and not (err.missing or err.unexpected) and getattr(spec, "eca_kernels", None) is not None and all(
             k.endswith("conv.weight") and slots(spec, layout)[k].kind == "conv1d" for k in err.mismatched):
         kernels = f"; the ECA kernels are not {name}'s eca_kernels {spec.eca_kernels} ({KERNELS_FROM_WEIGHTS})"
     raise BadInput(f"{path}: not a checkpoint of {name} in the {layout} layout: {describe(err)}{kernels}")
@@ -478,7 +525,7 @@ def declared_network(path, metadata: dict) -> tuple[str, str] | None:
     if version != NETWORK_FORMAT_VERSION:
         raise BadInput(f"{path}: {NETWORK_FORMAT} format version {version!r} is not supported; this attnport "
                        f"reads version {NETWORK_FORMAT_VERSION}")
-    if name not in nets.ZOO:
+    if name not in _registry():
         from reference.peers.base import shorten
 
         raise BadInput(f"{path}: the 'network' metadata {shorten(repr(name))} names no network of reference.nets")
@@ -509,11 +556,11 @@ def resolve_file(path, state: dict, metadata: dict, model: str | None, layout: s
         if declared is None:
             raise BadInput(f"{path}: the file does not say which network it holds; {CHOOSE_MODEL}")
         return resolve(state, path, model=declared[0], layouts=layouts, declared=True)
-    if model != AUTO and model not in nets.ZOO:
-        if model in nets.MOBILE:
-            raise BadInput(f"{model}: whole-network conversion does not cover MobileNetV3/EfficientNet yet; "
-                           f"it takes one of {', '.join(nets.NAMES)}")
-        nets.get(model)  # raises, naming the close names
+    if model != AUTO and model not in _registry():
+        try:
+            nets.get(model)
+        except ValueError as exc:  # naming the close names
+            raise BadInput(str(exc)) from None
     return resolve(state, path, model=model, layouts=layouts)
 
 

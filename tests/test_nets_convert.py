@@ -1,4 +1,5 @@
 """`attnport convert/inspect --model`: whole ResNet-family networks between layouts, strictly, bit for bit."""
+import re
 import json
 
 import numpy as np
@@ -211,9 +212,11 @@ def test_an_eca_kernel_that_disagrees_with_the_model_is_named(tmp_path, capsys):
 def test_network_only_flags_and_layouts_are_refused_by_name(sources, tmp_path, capsys):
     path, _ = sources["seresnet18"]
     dst = tmp_path / "x.safetensors"
-    for argv, named in ((["--to", "torchvision"], "--to torchvision"),
+    for argv, named in ((["--to", "torchvision"], "torchvision layout holds MobileNetV3 and EfficientNet networks, "
+                                                  "not a ResNet"),
                         (["--to", "keras", "--keep-rest"], "--keep-rest"),
-                        (["--to", "keras", "--from", "keras-applications"], "--from keras-applications"),
+                        (["--to", "keras", "--from", "keras-applications"], "no network of reference.nets has "
+                                                                            "exactly these keys"),
                         (["--to", "official-eca"], "seresnet18 has no official-eca form")):
         code, _, err = run(capsys, "convert", path, dst, "--model", "auto", *argv)
         assert code == 2 and named in err and "Traceback" not in err, argv
@@ -304,16 +307,15 @@ def test_keras_layout_is_the_keras_networks_own_variable_paths_and_weights_h5_lo
     assert code == 2 and "not read back as a whole network" in err
 
 
-def test_a_network_with_an_oracle_but_no_backend_network_is_refused_by_name(sources, tmp_path, capsys):
-    """MobileNetV3 / EfficientNet (reference.nets.MOBILE) have no converter layout yet: --model refuses
-    them by name, exit 2, no traceback, nothing written."""
-    from reference import nets
-
-    name = next(iter(nets.MOBILE))
+def test_a_resnet_file_read_as_a_mobilenet_names_the_missing_keys(sources, tmp_path, capsys):
+    """A ResNet checkpoint given --model of a MobileNetV3: exit 2 naming the model, its layout and the keys
+    it lacks; no traceback, nothing written."""
     src, _ = sources["seresnet18"]
     dst = tmp_path / "out.safetensors"
-    for argv in (("convert", src, dst, "--model", name, "--to", "canonical"), ("inspect", src, "--model", name)):
+    for argv in (("convert", src, dst, "--model", "mobilenetv3_small_100", "--to", "canonical"),
+                 ("inspect", src, "--model", "mobilenetv3_small_100")):
         code, out, err = run(capsys, *argv)
-        assert code == 2 and name in err and "Traceback" not in err, err
-        assert "does not cover MobileNetV3/EfficientNet yet" in err
+        assert code == 2 and "Traceback" not in err, err
+        assert "not a checkpoint of mobilenetv3_small_100 in the timm layout" in err
+        assert re.search(r"[0-9]+ missing: blocks\.0\.0\.bn1\.bias", err) and "unexpected: conv1.weight" in err
     assert not dst.exists()

@@ -14,7 +14,7 @@ from ..oracle import from_channels_last, to_channels_last
 from ..validation import check_array_input, check_params
 from .mobile import MobileNet, Row, mobile_forward, preprocess
 from .resnet import Block, ResNet, resnet_forward
-from .zoo import (ALL, ARCHITECTURE_OF, ARCHITECTURES, KERAS_MOBILE, LAYOUT_MODELS, MOBILE, NAMES, TIMM_MOBILE,
+from .zoo import (ALL, ARCHITECTURE_OF, ARCHITECTURES, FUNCTION_FIELDS, KERAS_MOBILE, LAYOUT_MODELS, MOBILE, NAMES, TIMM_MOBILE,
                   ZOO, counterpart, function_differences, get)
 
 NETWORK_TYPES = (ResNet, MobileNet)
@@ -45,4 +45,4 @@ def forward(spec, params, x, data_format: str = "channels_last", taps: bool = Fa
 
 
 __all__ = ["ResNet", "Block", "MobileNet", "Row", "NAMES", "ZOO", "MOBILE", "TIMM_MOBILE", "KERAS_MOBILE", "LAYOUT_MODELS", "ARCHITECTURES",
-           "ARCHITECTURE_OF", "ALL", "get", "counterpart", "function_differences", "forward", "preprocess", "is_network", "NETWORK_TYPES"]
+           "ARCHITECTURE_OF", "FUNCTION_FIELDS", "ALL", "get", "counterpart", "function_differences", "forward", "preprocess", "is_network", "NETWORK_TYPES"]
