@@ -402,13 +402,21 @@ def _refuse_block_options(args) -> None:
 def _read_network(args, path, layout, tensors, metadata):
     """``(tensors, Resolved)`` of the network in ``path``; what was inferred goes to stderr."""
     from .files import BadInput, read_weights
-    from .netconvert import KERAS_WEIGHTS, resolve_file
+    from .netconvert import AUTO, KERAS_WEIGHTS, read_keras_application_file, resolve_file
 
     _refuse_block_options(args)
     layout = _network_layout(layout, "--from")
-    if str(path).endswith(KERAS_WEIGHTS):
-        raise BadInput(f"{path}: a Keras .weights.h5 is not read back as a whole network; convert from the "
-                       "network's .safetensors form (--to keras writes one too)")
+    if str(path).endswith(KERAS_WEIGHTS) and tensors is None:
+        if layout not in (None, "keras-applications"):
+            raise BadInput(f"{path}: a Keras .weights.h5 is read as a whole network only in the keras-applications "
+                           "layout (keras.applications' own file); convert attnport's own Keras network from its "
+                           ".safetensors form (--to keras writes one too)")
+        if args.model in (None, AUTO):
+            raise BadInput(f"{path}: a keras.applications .weights.h5 names its variables by layer type, not by "
+                           "layer, so the model must be given: --model NAME (MobileNetV3Small, MobileNetV3Large, "
+                           "EfficientNetB0, or another model of their architectures)")
+        tensors, metadata = read_keras_application_file(path, args.model)
+        layout = "keras-applications"
     if tensors is None:
         tensors, metadata = read_weights(path)
     resolved = resolve_file(path, tensors, metadata, args.model, layout)
@@ -458,15 +466,22 @@ def _inspect_network(args, tensors=None, metadata=None) -> int:
 
 def _convert_network(args, tensors=None, metadata=None) -> int:
     """Every tensor of a whole network from SRC's layout to ``--to``'s, written to DST."""
-    from .netconvert import KERAS_WEIGHTS, convert_network_file
+    from .netconvert import KERAS_WEIGHTS, convert_network_file, difference_lines
 
     to = _network_layout(args.to, "--to")
     tensors, resolved = _read_network(args, args.src, args.layout_from, tensors, metadata)
-    summary, report = convert_network_file(tensors, resolved.spec, resolved.layout, to, args.dst, force=args.force)
-    _say(f"{args.src}: {note}" for note in report.notes)
+
+    def announce(report):  # before anything is written
+        _say(difference_lines(report))
+        _say(f"{args.src}: {note}" for note in report.notes)
+
+    summary, report = convert_network_file(tensors, resolved.spec, resolved.layout, to, args.dst, force=args.force,
+                                           announce=announce)
     what = "Keras weights (model.load_weights)" if summary.path.endswith(KERAS_WEIGHTS) else "tensors"
-    print(f"wrote {resolved.spec.name}, {to} layout: {summary.tensors:,} {what}, {summary.bytes:,} bytes, "
-          f"{'/'.join(summary.dtypes)} to {summary.path}")
+    changed = (f" -- NOT the same function as {report.model}: {', '.join(f for f, *_ in report.differences)} "
+               "differ (above)") if report.differences else ""
+    print(f"wrote {report.target or resolved.spec.name}, {to} layout: {summary.tensors:,} {what}, "
+          f"{summary.bytes:,} bytes, {'/'.join(summary.dtypes)} to {summary.path}{changed}")
     return 0
 
 

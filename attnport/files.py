@@ -27,12 +27,14 @@ class BadInput(ValueError):
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
-def read_weights(path, keras_model: str | None = None) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def read_weights(path, keras_model: str | None = None, classes: int | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """``(tensors, metadata)`` from a ``.safetensors``, ``.pt``/``.pth``/``.bin`` or ``.h5`` file.
 
     ``keras_model``: the ``keras.applications`` architecture (e.g. ``"EfficientNetB0"``) a Keras 3
     ``.weights.h5`` belongs to. Such a file names variables ``layers/<auto name>/vars/<i>``, not by
-    layer name, so the weights are loaded into that architecture and read back by variable path.
+    layer name, so the weights are loaded into that architecture (built with ``classes`` outputs, default
+    Keras' 1000) and read back by variable path.
 
     Every file is treated as hostile (docs/how-to/convert-a-checkpoint.md "Checkpoint files", "Resource bounds"): it must be a
     regular file, and what it states is checked against its size before anything is read. Warns
@@ -45,7 +47,7 @@ def read_weights(path, keras_model: str | None = None) -> tuple[dict[str, np.nda
     if keras_model is not None:
         if not name.endswith(".weights.h5"):
             raise BadInput(f"{path}: --keras-model reads Keras .weights.h5 files")
-        tensors = _read_keras_application(path, keras_model)
+        tensors = _read_keras_application(path, keras_model, classes)
         warn_non_finite(path, tensors)
         return tensors, {"layout": "keras-applications"}
     if name.endswith(".safetensors"):
@@ -292,7 +294,19 @@ def _dataset_problem(name: str, dataset, file_size: int) -> tuple[str | None, in
     return None, stated, False
 
 
-def _read_keras_application(path: pathlib.Path, architecture: str) -> dict[str, np.ndarray]:
+def h5_shapes(path) -> dict[str, tuple]:
+    """``{dataset path: shape}`` of an HDF5 file, every link and dataset checked, no data read."""
+    path = pathlib.Path(path)
+    h5py = _h5py(path)
+    with _opened(path) as f:
+        try:
+            with h5py.File(f, "r") as h5:
+                return {key: tuple(d.shape) for key, d in _checked_datasets(path, h5py, h5, os.fstat(f.fileno()).st_size)}
+        except OSError as exc:
+            raise BadInput(f"{path}: not a readable HDF5 file ({exc})") from None
+
+
+def _read_keras_application(path: pathlib.Path, architecture: str, classes: int | None = None) -> dict[str, np.ndarray]:
     h5py = _h5py(path)
     with _opened(path) as f:  # the same refusals before Keras opens the file itself
         try:
@@ -308,7 +322,7 @@ def _read_keras_application(path: pathlib.Path, architecture: str) -> dict[str, 
     builder = getattr(keras.applications, architecture, None)
     if builder is None or not callable(builder):
         raise BadInput(f"--keras-model {architecture!r} is not a keras.applications architecture")
-    model = builder(weights=None)
+    model = builder(weights=None, **({"classes": classes} if classes else {}))
     try:
         model.load_weights(path)  # HDF5 weights only: no code runs
     except Exception as exc:  # noqa: BLE001 - any mismatch is the user's input, reported by file

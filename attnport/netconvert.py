@@ -306,6 +306,10 @@ class Report:
     rows: list
     notes: list = field(default_factory=list)
     stripped_prefix: str = ""
+    target: str = ""  # the network written (another model of the architecture when the function changes)
+    differences: list = field(default_factory=list)  # [(field, source's value, target's)]: FUNCTION_FIELDS
+    distance: dict | None = None  # `measure_difference`, when there are differences
+    alternatives: list = field(default_factory=list)  # what would be exact, when there are differences
 
     def counts(self) -> dict:
         """``{kind: (tensors, numbers)}`` of the source's tensors (kind ``buffer`` for num_batches_tracked), plus
@@ -313,7 +317,8 @@ class Report:
         out: dict[str, list] = {}
         for r in self.rows:
             shape = r.src_shape if r.src is not None else r.dst_shape
-            name = r.kind if r.src is not None else "buffer (written as 0)"
+            name = r.kind if r.src is not None else "buffer (written as 0)" if r.canonical is None else \
+                f"{r.kind} (written)"
             entry = out.setdefault(name, [0, 0])
             entry[0] += 1
             entry[1] += int(np.prod(shape, dtype=np.int64)) if shape else 1
@@ -323,7 +328,9 @@ class Report:
     def to_json(self) -> dict:
         return {"model": self.model, "from": self.src, "to": self.dst, "stripped_prefix": self.stripped_prefix,
                 "counts": {k: {"tensors": t, "numbers": n} for k, (t, n) in self.counts().items()},
-                "notes": self.notes,
+                "notes": self.notes, "target": self.target or self.model,
+                "differences": [{"field": f, "from": a, "to": b} for f, a, b in self.differences],
+                "distance": self.distance, "alternatives": self.alternatives,
                 "tensors": [{"from": r.src, "to": r.dst, "canonical": r.canonical, "kind": r.kind,
                              "from_shape": None if r.src_shape is None else list(r.src_shape),
                              "to_shape": None if r.dst_shape is None else list(r.dst_shape), "dtype": r.dtype,
@@ -331,53 +338,202 @@ class Report:
                             for r in self.rows]}
 
 
-def plan(spec, state: dict, src: str, dst: str | None) -> Report:
+COUNTER_LEAVES = (BUFFER, "count")  # torch BatchNorm's num_batches_tracked, Keras Normalization's count
+
+
+def plan(spec, state: dict, src: str, dst: str | None, target=None) -> Report:
     """The `Report` of converting ``state`` (a ``src`` checkpoint of ``spec``, already checked) to ``dst``
-    (None: only where each tensor goes in canonical terms)."""
+    (None: only where each tensor goes in canonical terms) as network ``target`` (default ``spec``; another
+    model of the architecture, `reference.nets.counterpart`, may lack or add the input normalization)."""
+    target = spec if target is None else target
     state, stripped = _strip(state, src)
     a = slots(spec, src)
-    b = slots(spec, dst) if dst is not None else {}
+    b = slots(target, dst) if dst is not None else {}
     by_canonical = {s.canonical: s for s in b.values() if s.canonical}
     by_bn = {s.buffer_of: s for s in b.values() if s.buffer_of}
-    rows, dropped, used = [], 0, set()
+    rows, dropped, used, gone = [], 0, set(), []
     for key in state:
         s = a[key]
         if s.canonical is not None:
             t = by_canonical.get(s.canonical)
-            note = ""
-        else:
-            t = by_bn.get(s.buffer_of) if s.buffer_of else (b.get(key) if dst == src else None)
+            note = "" if t is not None or dst is None else f"dropped: {target.name} has no {s.canonical}"
+            if t is None and dst is not None:
+                gone.append(s.canonical)
+        elif s.buffer_of:
+            t = by_bn.get(s.buffer_of)
             note = ("kept" if t is not None else "dropped: no BatchNorm counter in this layout") if dst else \
-                "a BatchNorm counter: kept into timm/official-*, dropped into canonical/keras/flax"
+                "a BatchNorm counter: kept into timm/torchvision/official-*, dropped into canonical/keras/flax"
             dropped += t is None and dst is not None
+        else:  # a counter no BatchNorm claims: Keras Normalization's count
+            t = b.get(key) if dst == src else None
+            note = ("kept" if t is not None else "dropped: a Keras Normalization's count, no weight") if dst else \
+                "a Keras Normalization's count: kept into keras-applications only"
         if t is not None:
             used.add(t.key)
         rows.append(Row(key, t.key if t else None, s.canonical, s.kind, tuple(np.shape(state[key])),
                         t.shape if t else None, note, np.asarray(state[key]).dtype.name))
     fresh = [s for k, s in b.items() if k not in used]
-    rows += [Row(None, s.key, None, "buffer", None, s.shape, "written as 0", "int64") for s in fresh]
+    new_params = [s for s in fresh if s.canonical is not None]
+    counters = [s for s in fresh if s.canonical is None]
+    dtype = next((r.dtype for r in rows if r.canonical), "float32")
+    rows += [Row(None, s.key, s.canonical, s.kind, None, s.shape, FRESH_NOTES.get(s.kind, "written"), dtype)
+             for s in new_params]
+    rows += [Row(None, s.key, None, "buffer", None, s.shape, "written as 0", "int64") for s in counters]
     notes = [f"the DataParallel prefix {stripped!r} was stripped from every key"] if stripped else []
+    if gone:
+        notes.append(f"{', '.join(gone)} dropped: {target.name} has no input normalization (its input is "
+                     "normalized before the model)")
+    if new_params:
+        notes.append(f"{', '.join(s.canonical for s in new_params)} written as ImageNet's (mean {IMAGENET_MEAN}, "
+                     f"std {IMAGENET_STD} on x / 255: torchvision's and timm's input normalization); set them to "
+                     "the statistics the source was trained with")
     if dropped:
         notes.append(f"{dropped} {BUFFER} buffers dropped: the {dst} layout holds no BatchNorm counters")
-    if fresh:
-        notes.append(f"{len(fresh)} {BUFFER} buffers written as 0: the {src} file holds none")
-    return Report(spec.name, src, dst, rows, notes, stripped)
+    bn_fresh = [s for s in counters if s.buffer_of]
+    if bn_fresh:
+        notes.append(f"{len(bn_fresh)} {BUFFER} buffers written as 0: the {src} file holds none")
+    return Report(spec.name, src, dst, rows, notes, stripped, target=target.name)
 
 
-def convert_network(state: dict, spec, src: str, dst: str) -> tuple[dict[str, np.ndarray], Report]:
+FRESH_NOTES = {"input_mean": "written: ImageNet's mean", "input_var": "written: ImageNet's std squared"}
+IMAGENET_MEAN, IMAGENET_STD = nets.mobile.IMAGENET_MEAN, nets.mobile.IMAGENET_STD
+
+
+def retarget(spec, target, reading: Reading) -> Reading:
+    """``reading`` (canonical params of ``spec``) as ``target``'s: the input normalization dropped where
+    ``target`` has none, written as ImageNet's (`IMAGENET_MEAN`, `IMAGENET_STD` squared) where only it has one."""
+    if target is spec:
+        return reading
+    want = target.param_shapes()
+    dtype = next(iter(reading.params.values())).dtype
+    fresh = {"normalization.mean": np.asarray(IMAGENET_MEAN, dtype),
+             "normalization.variance": np.square(np.asarray(IMAGENET_STD, np.float64)).astype(dtype)}
+    params = {k: reading.params[k] if k in reading.params else fresh[k] for k in want}
+    return dataclasses.replace(reading, params=params)
+
+
+# --- a conversion between two functions ----------------------------------------------------------------
+DIFFERENCE_SIZE = 64  # the side of the test input a difference is measured on: even, where the padding styles differ
+FIELD_MEANS = {
+    "padding": lambda v: ("pads its stride-2 convs TF 'SAME' (total // 2 before, the rest after: the extra row "
+                          "and column at the bottom and right)" if v == "same" else
+                          "pads its stride-2 convs symmetrically (k // 2 on each side)"),
+    "bn_eps": lambda v: f"normalizes with BatchNorm eps {v:g}",
+    "preprocessing": lambda v: nets.mobile.PREPROCESSING_MEANS[v],
+}
+
+
+def _gap(a: np.ndarray, b: np.ndarray) -> dict:
+    scale = float(np.max(np.abs(a))) or 1.0
+    worst = float(np.max(np.abs(a - b)))
+    return {"max_abs": worst, "relative": worst / scale, "top1_agree": float(np.mean(a.argmax(-1) == b.argmax(-1)))}
+
+
+def measure_difference(spec, params: dict, target, target_params: dict, size: int = DIFFERENCE_SIZE) -> dict:
+    """How far ``target``'s float64 logits (on ``target_params``) are from ``spec``'s (on ``params``), on one
+    seeded test input of ``size`` x ``size`` (even: where the padding styles differ).
+
+    ``matched``: each side fed the input it expects -- raw pixels U(0, 255) to a side that preprocesses inside
+    (`reference.nets.preprocess`), the other side's preprocessed pixels to one that does not (N(0, 1) when
+    neither does): what padding and eps change. ``same_input`` (only where the preprocessing differs): both
+    fed the same raw pixels, as a user who swaps the models without changing the input would. Each is
+    ``{"max_abs", "relative" (to max |spec's logits|), "top1_agree"}``."""
+    rng = np.random.default_rng(0)
+    shape = (2, size, size, spec.in_chans)
+    pre_a, pre_b = spec.preprocessing != "none", target.preprocessing != "none"
+    if not (pre_a or pre_b):
+        x = rng.standard_normal(shape)
+        return {"size": size, "input": "N(0, 1)", "matched": _gap(nets.forward(spec, params, x),
+                                                                    nets.forward(target, target_params, x))}
+    x = rng.uniform(0, 255, shape)
+    a = nets.forward(spec, params, x)
+    b = nets.forward(target, target_params, x)
+    out = {"size": size, "input": "raw pixels U(0, 255)"}
+    if pre_a and pre_b:
+        out["matched"] = _gap(a, b)
+        if spec.preprocessing != target.preprocessing:
+            out["same_input"] = out["matched"]
+        return out
+    if pre_a:
+        matched = nets.forward(target, target_params, nets.preprocess(spec, params, x))
+        out["matched"] = _gap(a, matched)
+    else:
+        out["matched"] = _gap(nets.forward(spec, params, nets.preprocess(target, target_params, x)), b)
+    out["same_input"] = _gap(a, b)
+    return out
+
+
+def alternatives(spec, dst: str) -> list[str]:
+    """Where ``spec``'s own function can be written instead of ``dst``'s model: the peer layouts whose model
+    computes it exactly (or all but the preprocessing, said so), and attnport's own layouts."""
+    arch = nets.ARCHITECTURE_OF.get(spec.name)
+    out = []
+    for layout, names in nets.LAYOUT_MODELS.items():
+        if layout == dst or arch is None:
+            continue
+        for name in (n for n in names if n in nets.ARCHITECTURES[arch]):
+            diff = nets.function_differences(spec, nets.get(name))
+            if not diff:
+                out.append(f"--to {layout} ({name}: the same function)")
+            elif [f for f, *_ in diff] == ["preprocessing"]:
+                out.append(f"--to {layout} ({name}: the same padding and eps; it "
+                           f"{nets.mobile.PREPROCESSING_MEANS[nets.get(name).preprocessing]}, so apply "
+                           f"{spec.name}'s preprocessing to its input)")
+    out.append(f"--to canonical, keras or flax (attnport's own {spec.name} in torch_impl, tf_impl and jax_impl: "
+               f"the same function{', preprocessing included' if spec.preprocessing != 'none' else ''})")
+    return out
+
+
+def difference_lines(report: Report) -> list[str]:
+    """What a cross-function `Report` states, one sentence a line (empty for the same function)."""
+    if not report.differences:
+        return []
+    lines = [f"{report.model} -> {report.target} ({report.dst} layout's model) is NOT the same function; "
+             "the weights are converted, the function changes:"]
+    for f, a, b in report.differences:
+        lines.append(f"  {f}: {a!r} -> {b!r}: {report.model} {FIELD_MEANS[f](a)}; {report.target} {FIELD_MEANS[f](b)}")
+    d = report.distance
+    if d:
+        m = d["matched"]
+        lines.append(f"  measured on a {d['size']}x{d['size']} {d['input']} test input, each side fed the input it "
+                     f"expects: logits differ by up to {m['max_abs']:.4g} ({m['relative']:.2%} of the largest), "
+                     f"top-1 agrees on {m['top1_agree']:.0%}")
+        if "same_input" in d:
+            s = d["same_input"]
+            lines.append(f"  fed the same raw pixels: up to {s['max_abs']:.4g} ({s['relative']:.2%}), top-1 agrees "
+                         f"on {s['top1_agree']:.0%}")
+    lines.append("  exact alternatives: " + "; ".join(report.alternatives))
+    return lines
+
+
+def convert_network(state: dict, spec, src: str, dst: str, *, measure: bool = True
+                    ) -> tuple[dict[str, np.ndarray], Report]:
     """Every tensor of ``state`` (a ``src`` checkpoint of network ``spec``) in layout ``dst``: ``({key: array},
     Report)``. Strict: a missing, unexpected, mis-shaped or non-float tensor raises `reference.ParamError`
-    naming each; every transform is a reshape or a transpose, so a round trip is bit-exact."""
+    naming each; every transform is a reshape or a transpose, so a round trip is bit-exact.
+
+    The target is the model ``dst``'s peer has of ``spec``'s architecture (`reference.nets.counterpart`):
+    ``spec`` itself where it can, else another function. Then the `Report` says how (``differences``), how far
+    apart the logits are (``distance``, with ``measure``: `measure_difference`) and what would be exact
+    (``alternatives``); `difference_lines` says it in words."""
     for layout in (src, dst):
         check_layout_name(layout)
     reading = read_network(spec, state, src)
+    target = nets.counterpart(spec, dst)
+    moved = retarget(spec, target, reading)
     try:
-        out = write_network(spec, reading, dst, same_layout=src == dst)
+        out = write_network(target, moved, dst, same_layout=src == dst)
     except ValueError as exc:  # the target's models cannot express the spec
         name = spec.name or "this network"
         raise BadInput(str(exc) if str(exc).startswith(name) else f"{name} cannot be written in the {dst} layout: {exc}"
                        ) from None
-    return out, plan(spec, state, src, dst)
+    report = plan(spec, state, src, dst, target)
+    report.differences = nets.function_differences(spec, target)
+    if report.differences:
+        report.alternatives = alternatives(spec, dst)
+        if measure:
+            report.distance = measure_difference(spec, reading.params, target, moved.params)
+    return out, report
 
 
 # --- which network a file holds -----------------------------------------------------------------------
@@ -576,14 +732,21 @@ def write_network_file(dst, tensors: dict, spec, layout: str, *, force: bool = F
     return checkpoint.write_tensors(dst, tensors, network_metadata(spec, layout), force=force, modules=1)
 
 
-def convert_network_file(state: dict, spec, src: str, dst: str, path, *, force: bool = False):
-    """`convert_network` and write ``path``: a safetensors file, or for ``dst="keras"`` and a name ending in
-    ``.weights.h5`` a Keras weights file (`write_keras_weights`). Returns ``(Summary, Report)``."""
-    if dst == "keras" and str(path).endswith(KERAS_WEIGHTS):
-        reading = read_network(spec, state, check_layout_name(src))
-        return write_keras_weights(path, spec, reading.params, force=force), plan(spec, state, src, dst)
+def convert_network_file(state: dict, spec, src: str, dst: str, path, *, force: bool = False, announce=None):
+    """`convert_network` and write ``path``: a safetensors file, or a Keras ``.weights.h5`` for ``dst="keras"``
+    (`write_keras_weights`) and ``dst="keras-applications"`` (`write_keras_application_weights`).
+    ``announce(report)`` is called before anything is written (what a cross-function conversion changes is
+    said first). Returns ``(Summary, Report)``."""
     tensors, report = convert_network(state, spec, src, dst)
-    return write_network_file(path, tensors, spec, dst, force=force), report
+    target = nets.counterpart(spec, dst)
+    if announce is not None:
+        announce(report)
+    if str(path).endswith(KERAS_WEIGHTS) and dst == "keras":
+        params = read_network(target, tensors, dst).params
+        return write_keras_weights(path, target, params, force=force), report
+    if str(path).endswith(KERAS_WEIGHTS) and dst == "keras-applications":
+        return write_keras_application_weights(path, target, tensors, force=force), report
+    return write_network_file(path, tensors, target, dst, force=force), report
 
 
 KERAS_WEIGHTS = ".weights.h5"
@@ -620,6 +783,118 @@ def write_keras_weights(dst, spec, params: dict, *, force: bool = False) -> chec
         size = _publish_keras(path, model, lambda tmp: _verify_keras(tmp, spec, dtype, model, tf_impl), force)
     checkpoint._fsync_directory(path.parent)
     return checkpoint.Summary(modules=1, tensors=len(model.weights), bytes=size, dtypes=[dtype], path=str(path))
+
+
+# --- keras.applications' own .weights.h5 ----------------------------------------------------------------
+def keras_application(spec):
+    """The ``keras.applications`` model that holds ``spec``'s tensors (its name is the class name), or
+    `BadInput` naming the architectures it has."""
+    target = nets.counterpart(spec, "keras-applications")
+    if target.name not in nets.KERAS_MOBILE:
+        raise BadInput(f"{spec.name or 'this network'} has no keras.applications form; keras.applications holds "
+                       f"{', '.join(nets.KERAS_MOBILE)} (and their torch-style models via --model)")
+    return target
+
+
+def _keras_classes(path, spec) -> int:
+    """The classes a keras.applications ``.weights.h5`` of ``spec``'s architecture holds, read from the
+    classifier's shape (the one dataset of the classifier's shape for some class count)."""
+    from .files import h5_shapes
+
+    slot = next(s for s in slots(spec, "keras-applications").values() if s.kind == "classifier")
+    features = spec.param_shapes()[slot.canonical][1]
+    one, two = (tuple(slot.to_native(np.broadcast_to(np.zeros((), np.float32), (n, features))).shape) for n in (1, 2))
+    axis = next(i for i, (a, b) in enumerate(zip(one, two)) if a != b)
+    found = {shape[axis] for shape in h5_shapes(path).values() if len(shape) == len(one) and all(
+        shape[i] == one[i] for i in range(len(one)) if i != axis)}
+    if len(found) != 1:
+        raise BadInput(f"{path}: not a keras.applications.{spec.name} weights file: "
+                       + (f"no classifier of shape {one[:axis] + ('N',) + one[axis + 1:]}" if not found else
+                          f"several classifier candidates ({sorted(found)} classes)"))
+    return int(found.pop())
+
+
+# keras.applications' one unnamed layer with weights (EfficientNet's Normalization): a second model built in one
+# process names it normalization_1, and so on (Keras numbers auto-named layers per process)
+AUTO_NAMED = re.compile(r"^(normalization)_[0-9]{1,9}/")
+
+
+def application_paths(weights: dict) -> dict:
+    """``{variable.path: value}`` of a keras.applications model with the auto-numbered layer names as the first
+    model of a process has them (the keras-applications layout's keys)."""
+    return {AUTO_NAMED.sub(r"\1/", k): v for k, v in weights.items()}
+
+
+def read_keras_application_file(path, model: str) -> tuple[dict, dict]:
+    """``(state by variable path, metadata)`` of a ``keras.applications`` ``.weights.h5`` of network ``model``'s
+    architecture: loaded into ``keras.applications.<class>(weights=None, classes=N)`` (N read from the file),
+    read back by variable path (`attnport.files.read_weights`)."""
+    from .files import read_weights
+
+    if model not in nets.KERAS_MOBILE:
+        raise BadInput(f"{path}: a keras.applications .weights.h5 holds one of {', '.join(nets.KERAS_MOBILE)}; "
+                       f"--model {model} is not one (convert to the timm or torchvision layout to get "
+                       f"{model if model in nets.MOBILE else 'a torch model'})")
+    spec = nets.get(model)
+    tensors, metadata = read_weights(path, keras_model=spec.name, classes=_keras_classes(path, spec))
+    return application_paths(tensors), metadata
+
+
+def write_keras_application_weights(dst, spec, tensors: dict, *, force: bool = False) -> checkpoint.Summary:
+    """``tensors`` (a keras-applications checkpoint of ``spec``, by variable path) into
+    ``keras.applications.<spec.name>(weights=None, classes=spec.num_classes)``, saved with ``save_weights``,
+    so that the same call's ``model.load_weights(dst)`` fills it; the guarantees of `write_keras_weights`
+    (loaded into a fresh model and compared bit for bit before the move into place). Float weights are
+    stored in the model's float32."""
+    path = Path(dst)
+    if not path.name.endswith(KERAS_WEIGHTS):
+        raise checkpoint.CheckpointError(path, f"a Keras weights file's name must end in {KERAS_WEIGHTS}")
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path}: the directory {path.parent} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass force=True to overwrite it")
+    from . import backends  # noqa: PLC0415 - Keras only for a .weights.h5
+
+    try:
+        backends.load("tf")  # its start-up chatter kept off stderr
+        import keras
+        from tf_impl import assign_keras_weights, weights_from_keras_model
+    except ImportError:
+        raise BadInput(f"{path}: writing a Keras .weights.h5 needs Keras (pip install 'attnport[tf]')") from None
+    builder = getattr(keras.applications, spec.name)
+
+    def build():
+        return builder(weights=None, classes=spec.num_classes)
+
+    model = build()
+    paths = {AUTO_NAMED.sub(r"\1/", v.path): v for v in model.weights}
+    unknown = sorted(set(tensors) - set(paths))
+    if unknown:
+        raise BadInput(f"{path}: keras.applications.{spec.name} has no variables {', '.join(unknown[:SHOWN])}")
+    try:
+        assign_keras_weights(model, {paths[k].path: np.asarray(v).astype(np.dtype(paths[k].dtype))
+                                     for k, v in tensors.items()})
+    except (KeyError, ValueError) as exc:
+        raise BadInput(f"{path}: the weights do not load into keras.applications.{spec.name}: {exc}") from None
+    want = application_paths(weights_from_keras_model(model))
+
+    def verify(tmp):
+        fresh = build()
+        fresh.load_weights(tmp)
+        got = application_paths(weights_from_keras_model(fresh))
+        bad = [k for k in want if want[k].dtype != got[k].dtype or want[k].tobytes() != got[k].tobytes()]
+        if bad:
+            raise checkpoint.VerificationError(tmp, "the written weights do not load back bit for bit: "
+                                                    + ", ".join(bad[:5]))
+
+    with checkpoint._clean_up_on_signals(path):
+        _remove_stale_keras_temps(path)
+        size = _publish_keras(path, model, verify, force)
+    checkpoint._fsync_directory(path.parent)
+    return checkpoint.Summary(modules=1, tensors=len(model.weights), bytes=size,
+                              dtypes=sorted({str(v.dtype) for v in model.weights}), path=str(path))
 
 
 def _keras_temp_stem(path: Path) -> str:

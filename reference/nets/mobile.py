@@ -44,6 +44,17 @@ NORMALIZATION_EPSILON = 1e-7  # keras.backend.epsilon(), the floor of Normalizat
 # preprocessing -> Keras' Rescaling (scale, offset): x * scale + offset (keras/src/layers/preprocessing/rescaling.py),
 # before the Normalization where there is one
 RESCALES = {"keras_mobilenetv3": (1.0 / 127.5, -1.0), "keras_efficientnet": (1.0 / 255.0, 0.0)}
+# what each preprocessing asks of the input, in words (what a conversion between two of them states)
+PREPROCESSING_MEANS = {
+    "none": "reads an input normalized before the model",
+    "keras_mobilenetv3": "reads raw pixels in [0, 255] and rescales them inside the model (x / 127.5 - 1)",
+    "keras_efficientnet": "reads raw pixels in [0, 255], rescales them (x / 255) and normalizes them by its "
+                          "normalization.mean / normalization.variance inside the model",
+}
+# the ImageNet input normalization torchvision's and timm's models are trained with (torchvision/transforms/
+# _presets.py ImageClassification; timm/data/constants.py IMAGENET_DEFAULT_MEAN / IMAGENET_DEFAULT_STD), on x / 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class Row(NamedTuple):
