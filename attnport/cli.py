@@ -412,9 +412,10 @@ def _read_network(args, path, layout, tensors, metadata):
                            "layout (keras.applications' own file); convert attnport's own Keras network from its "
                            ".safetensors form (--to keras writes one too)")
         if args.model in (None, AUTO):
-            raise BadInput(f"{path}: a keras.applications .weights.h5 names its variables by layer type, not by "
-                           "layer, so the model must be given: --model NAME (MobileNetV3Small, MobileNetV3Large, "
-                           "EfficientNetB0, or another model of their architectures)")
+            raise BadInput(f"{path}: attnport's own Keras .weights.h5 is not read back as a whole network (convert "
+                           "from its .safetensors form); a keras.applications .weights.h5 names its variables by "
+                           "layer type, so its model must be given: --model MobileNetV3Small, MobileNetV3Large or "
+                           "EfficientNetB0")
         tensors, metadata = read_keras_application_file(path, args.model)
         layout = "keras-applications"
     if tensors is None:

@@ -109,6 +109,10 @@ def assert_within(actual, expected, tol: Tolerance, what: str = "output") -> Non
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         raise AssertionError(f"{what}: shape {a.shape} != expected {e.shape}")
+    bad = ~(np.isfinite(a) & np.isfinite(e))
+    if bad.any():  # NaN compares False with everything: never let it pass as "within"
+        i = tuple(int(j) for j in np.argwhere(bad)[0])
+        raise AssertionError(f"{what}: not finite: {int(bad.sum())} elements, first at {i}: {a[i]!r} vs {e[i]!r}")
     excess = np.abs(a - e) - (tol.atol + tol.rtol * np.abs(e))
     if excess.size and excess.max() > 0:
         i = np.unravel_index(np.argmax(excess), excess.shape)

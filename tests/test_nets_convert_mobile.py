@@ -139,3 +139,19 @@ def test_keras_applications_weights_go_back_into_keras_applications(tmp_path, ca
             continue
         assert np.array_equal(after[k], before[k]), k
     assert np.allclose(after["normalization/mean"], nc.IMAGENET_MEAN)
+
+
+def test_assigned_normalization_statistics_change_what_keras_computes():
+    """keras.layers.Normalization computes with constants taken when it was built; assign_keras_weights must
+    refresh them, or assigned mean/variance would be stored but never used."""
+    keras = pytest.importorskip("keras")
+    from tf_impl import assign_keras_weights
+
+    inputs = keras.Input((4, 4, 3))
+    model = keras.Model(inputs, keras.layers.Normalization(axis=-1)(inputs))
+    model.build((None, 4, 4, 3))
+    x = np.full((1, 4, 4, 3), 3.0, np.float32)
+    paths = {v.path.rsplit("/", 1)[1]: v.path for v in model.weights}
+    assign_keras_weights(model, {paths["mean"]: np.full(3, 1.0, np.float32),
+                                 paths["variance"]: np.full(3, 4.0, np.float32)})
+    assert np.allclose(np.asarray(model(x)), 1.0)  # (3 - 1) / sqrt(4)

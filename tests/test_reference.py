@@ -232,3 +232,13 @@ def test_forward_rejects_unknown_spec():
 def test_forward_returns_float64_for_float32_input():
     y = reference.forward(SPEC, PARAMS, np.ones((1, 2, 2, 8), np.float32))
     assert y.dtype == np.float64
+
+
+@pytest.mark.parametrize("actual, expected", [([np.nan, 1.0], [1.0, 1.0]), ([1.0, 1.0], [np.nan, 1.0]),
+                                              ([np.inf, 1.0], [1.0, 1.0]), ([np.nan, 1.0], [np.nan, 1.0])])
+def test_assert_within_refuses_what_within_refuses_nan_and_inf_included(actual, expected):
+    """A NaN or Inf anywhere is outside every tolerance: NaN logits from a wrong port never pass."""
+    tol = reference.Tolerance(rtol=1e-3, atol=1e-3)
+    assert not reference.within(actual, expected, tol)
+    with pytest.raises(AssertionError, match="not finite|outside"):
+        reference.assert_within(actual, expected, tol, what="logits")

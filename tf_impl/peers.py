@@ -42,6 +42,10 @@ def assign_keras_weights(model, weights) -> object:
             raise ValueError(f"{path}: {value.dtype} does not fit losslessly into the variable's {v.dtype}")
     for path, value in weights.items():
         by_path[path].assign(np.asarray(value).astype(by_path[path].dtype))
+    touched = {id(by_path[p]) for p in weights}
+    for layer in model._flatten_layers(include_self=False):  # Normalization computes with constants taken at build
+        if isinstance(layer, keras.layers.Normalization) and any(id(v) in touched for v in layer.weights):
+            layer.finalize_state()
     return model
 
 

@@ -188,7 +188,8 @@ def counterpart(spec, layout: str):
 
 def function_differences(a, b) -> list[tuple[str, object, object]]:
     """``[(field, a's value, b's value)]`` for the `FUNCTION_FIELDS` in which specs ``a`` and ``b`` differ."""
-    return [(f, getattr(a, f), getattr(b, f)) for f in FUNCTION_FIELDS if getattr(a, f) != getattr(b, f)]
+    return [(f, getattr(a, f, None), getattr(b, f, None)) for f in FUNCTION_FIELDS
+            if getattr(a, f, None) != getattr(b, f, None)]
 
 
 ALL: dict[str, Entry] = {**ZOO, **MOBILE}
