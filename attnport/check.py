@@ -12,7 +12,9 @@ from . import backends, cases
 
 CHECK_SHAPES = ((1, 1, 1), (3, 2, 5), (2, 7, 7))  # (N, H, W)
 # `attnport check --nets`: one network per family (docs/reference/networks.md), an odd and an even size
-NET_CHECK_MODELS = ("resnet18", "seresnet18", "ecaresnet26t", "cbamresnet18", "eca_resnet18", "cbam_resnet18")
+# (MobileNetV3 with symmetric padding; EfficientNet-B0 with 'same' padding and Keras' preprocessing inside)
+NET_CHECK_MODELS = ("resnet18", "seresnet18", "ecaresnet26t", "cbamresnet18", "eca_resnet18", "cbam_resnet18",
+                    "mobilenetv3_small_100", "EfficientNetB0")
 NET_CHECK_SHAPES = ((1, 33, 33), (2, 32, 32))
 NET_CHECK_DTYPES = ("float32", "float64")
 

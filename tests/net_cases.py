@@ -56,6 +56,12 @@ def oracle(name: str, n: int, hw: int, data_format: str = "channels_last") -> np
     return nets.forward(spec(name), params(name, "float64"), net_input(n, hw, "float64", data_format), data_format)
 
 
+@functools.lru_cache(maxsize=None)
+def pixel_oracle64(name: str, n: int, hw: int) -> np.ndarray:
+    """float64 logits of the float64 parameters on float64 `pixels`, the model's preprocessing included."""
+    return nets.forward(spec(name), params(name, "float64"), pixels(n, hw, "float64"))
+
+
 def timm_model(name: str):
     """The timm peer of ``name`` with pretrained=False, in eval mode (timm registers no CBAM ResNet:
     ``ResNet(..., block_args=dict(attn_layer="cbam"))``)."""

@@ -23,10 +23,14 @@ def _shifted(real, shift):
     return fake
 
 
-def test_the_network_cases_are_one_per_family():
-    families = {reference.nets.ZOO[s.name].family for s in check.network_specs()}
-    assert families == {e.family for e in reference.nets.ZOO.values()}
-    assert all(s.num_params() > 10**7 for s in check.network_specs())
+def test_the_network_cases_are_one_per_family_and_both_paddings():
+    zoo = {**reference.nets.ZOO, **reference.nets.MOBILE}
+    families = [zoo[s.name].family for s in check.network_specs()]
+    assert sorted(families) == sorted({e.family for e in zoo.values()})
+    mobile = [s for s in check.network_specs() if s.name in reference.nets.MOBILE]
+    assert {s.padding for s in mobile} == {"symmetric", "same"}
+    assert {s.preprocessing for s in mobile} > {"none"}  # one runs Keras' preprocessing layers
+    assert all(s.num_params() > 2 * 10**6 for s in check.network_specs())
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

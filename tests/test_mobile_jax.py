@@ -137,6 +137,18 @@ def test_the_preprocessing_is_where_the_layout_says_and_is_not_ignored(name):
     reference.assert_within(b.apply(model, x), ref, tol)  # put back
 
 
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
+def test_keras_applications_in_float64_match_the_oracle(name):
+    """float64 end to end on pixels, the rescale's constants included (none rounded to float32)."""
+    (n, hw), spec = PIXEL_CASE, nets.get(name)
+    y = bridge().apply(loaded(name, "float64"), pixels(n, hw, "float64"))
+    ref = net_cases.pixel_oracle64(name, n, hw)
+    tol = reference.network_tolerance(spec, "float64", ref)
+    assert y.dtype == np.float64 and ref.std() > 0.1
+    reference.assert_within(y, ref, tol, what=f"{name} {n}x{hw} float64")
+    assert reference.tolerance_fraction(y, ref, tol) < FLOAT64_MAX_FRACTION
+
+
 @pytest.mark.parametrize("name, n, hw", FLOAT64_CASES)
 def test_float64_logits_match_the_oracle_closely(name, n, hw):
     y, ref = logits(name, "float64", n, hw), oracle(name, "float64", n, hw)

@@ -113,6 +113,33 @@ def test_keras_applications_on_raw_pixels_match_the_oracle(name):
 
 
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
+def test_keras_applications_in_float64_are_far_inside_the_bound(name):
+    """float64 end to end, preprocessing included: a scale or mean rounded to float32 on the way (Keras'
+    Rescaling casts a Python float through a float32 tensor on TensorFlow) costs ~1e-8 of the logits."""
+    a, spec, (n, hw) = adapter(), net_cases.spec(name), PIXEL_CASE
+    y, ref = a.apply(loaded(name, "float64"), pixels(n, hw, "float64")), net_cases.pixel_oracle64(name, n, hw)
+    assert y.dtype == np.float64 and ref.std() > 0.1
+    tol = reference.network_tolerance(spec, "float64", ref)
+    reference.assert_within(y, ref, tol, what=f"{name} float64 {n}x{hw}")
+    assert bound_fraction(y, ref, tol) < FLOAT64_MAX_FRACTION
+
+
+def test_rescale_is_keras_rescaling_in_float32_and_exact_in_float64():
+    import keras
+
+    x = pixels(2, 5, "float64")
+    for scale, offset in nets.mobile.RESCALES.values():
+        ours = tf_mobile().Rescale(scale, offset=offset, dtype="float32")
+        keras_own = keras.layers.Rescaling(scale, offset=offset, dtype="float32")
+        assert np.array_equal(np.asarray(ours(x.astype(np.float32))), np.asarray(keras_own(x.astype(np.float32))))
+        y64 = np.asarray(tf_mobile().Rescale(scale, offset=offset, dtype="float64")(x))
+        assert y64.dtype == np.float64 and np.array_equal(y64, x * scale + offset)
+        assert not np.array_equal(np.asarray(keras.layers.Rescaling(scale, offset=offset, dtype="float64")(x)), y64)
+    with pytest.raises(ValueError, match="Python numbers"):
+        tf_mobile().Rescale([1.0, 2.0])
+
+
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
 def test_the_preprocessing_is_where_the_layout_says_and_is_not_ignored(name):
     """keras.applications' first layers: ``rescaling`` (and ``normalization`` with the non-trainable variables
     ``normalization/mean`` and ``normalization/variance``, the paths keras.layers.Normalization gives them);
@@ -124,7 +151,8 @@ def test_the_preprocessing_is_where_the_layout_says_and_is_not_ignored(name):
     tol = reference.network_tolerance(spec, "float32", ref)
     names = [layer.name for layer in model.layers]
     rescaling = model.get_layer("rescaling")
-    assert type(rescaling) is keras.layers.Rescaling and not rescaling.weights
+    assert type(rescaling) is tf_mobile().Rescale and isinstance(rescaling, keras.layers.Rescaling)
+    assert not rescaling.weights
     if spec.preprocessing == "keras_mobilenetv3":
         assert names[:3] == ["input", "rescaling", "conv_stem_pad"]
         assert (rescaling.scale, rescaling.offset) == (1 / 127.5, -1.0)

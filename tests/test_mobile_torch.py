@@ -122,6 +122,19 @@ def test_keras_applications_on_raw_pixels_match_the_oracle(name):
 
 
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
+def test_keras_applications_in_float64_match_the_oracle(name):
+    """float64 end to end on pixels, the rescale's constants included (none rounded to float32)."""
+    n, hw, data_format = PIXEL_CASE
+    spec = _spec(name)
+    y = _bridge().apply(_model(name, "float64"), _pixels(n, hw, "float64", data_format), data_format)
+    ref = _pixel_oracle(name, n, hw, "float64", data_format)
+    tol = reference.network_tolerance(spec, "float64", ref)
+    assert y.dtype == np.float64 and ref.std() > 0.1
+    reference.assert_within(y, ref, tol, what=f"{name} {n}x{hw} float64")
+    assert reference.tolerance_fraction(y, ref, tol) < 0.05
+
+
+@pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0"])
 def test_the_preprocessing_is_where_the_layout_says_and_is_not_ignored(name):
     """``normalization.mean`` / ``.variance`` lead the state dict as buffers; a wrong variance (EfficientNet)
     or no preprocessing at all (MobileNetV3's rescale) leaves the oracle's tolerance."""

@@ -19,7 +19,8 @@ one zero fewer before than after), so the model keeps its input size free and a 
 
 ``spec.preprocessing`` (`reference.nets.mobile.preprocess`) is keras.applications' own first layers
 (keras/src/applications/mobilenet_v3.py, keras/src/applications/efficientnet.py): "keras_mobilenetv3" is
-``Rescaling(1 / 127.5, offset=-1)`` (layer ``rescaling``); "keras_efficientnet" is ``Rescaling(1 / 255)`` then
+``Rescaling(1 / 127.5, offset=-1)`` (layer ``rescaling``, a `Rescale`: Keras' layer exact in float64 too);
+"keras_efficientnet" is ``Rescaling(1 / 255)`` then
 `InputNormalization` (layer ``normalization``, non-trainable ``mean`` and ``variance`` [C]: the variable paths
 ``normalization/mean`` and ``normalization/variance`` of keras.applications.EfficientNetB0).
 """
@@ -94,6 +95,25 @@ class SamePad2D(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "kernel_size": self.kernel_size, "strides": self.strides,
                 "data_format": self.data_format}
+
+
+@keras.saving.register_keras_serializable(package="attnport")
+class Rescale(keras.layers.Rescaling):
+    """``keras.layers.Rescaling``: ``x * scale + offset`` for scalar ``scale`` and ``offset``, with both made
+    directly in the compute dtype. Keras' own layer casts the Python floats through a float32 tensor on
+    TensorFlow (keras/src/layers/preprocessing/rescaling.py, ``backend.cast``), so in a float64 model its
+    1 / 255 is float32's and the logits move by ~1e-8 relative; in float32 the two layers are bit-identical.
+    Input and output of any shape."""
+
+    def __init__(self, scale, offset=0.0, **kwargs):
+        if not all(isinstance(v, (int, float)) for v in (scale, offset)):
+            raise ValueError(f"Rescale: scale and offset must be Python numbers, got {scale!r}, {offset!r}")
+        super().__init__(scale, offset, **kwargs)
+
+    def call(self, inputs):
+        dtype = self.compute_dtype
+        scale, offset = (ops.convert_to_tensor(v, dtype=dtype) for v in (self.scale, self.offset))
+        return ops.add(ops.multiply(ops.cast(inputs, dtype), scale), offset)
 
 
 @keras.saving.register_keras_serializable(package="attnport")
@@ -204,7 +224,7 @@ class _Builder:
         """The spec's preprocessing layers on the raw input (module docstring); none for "none"."""
         if self.spec.preprocessing in RESCALES:
             scale, offset = RESCALES[self.spec.preprocessing]
-            x = keras.layers.Rescaling(scale, offset=offset, dtype=self.dtype, name="rescaling")(x)
+            x = Rescale(scale, offset=offset, dtype=self.dtype, name="rescaling")(x)
         if self.spec.preprocessing == "keras_efficientnet":
             return InputNormalization(data_format=self.data_format, dtype=self.dtype, name="normalization")(x)
         return x
@@ -278,4 +298,4 @@ def build_mobilenet(spec: MobileNet, dtype: str = "float32", data_format: str = 
                           name=name or spec.name or "mobilenet")
 
 
-__all__ = ["build_mobilenet", "MobileNetModel", "SamePad2D", "InputNormalization"]
+__all__ = ["build_mobilenet", "MobileNetModel", "SamePad2D", "Rescale", "InputNormalization"]
