@@ -57,9 +57,10 @@ def oracle(name: str, n: int, hw: int, data_format: str = "channels_last") -> np
 
 
 @functools.lru_cache(maxsize=None)
-def pixel_oracle64(name: str, n: int, hw: int) -> np.ndarray:
-    """float64 logits of the float64 parameters on float64 `pixels`, the model's preprocessing included."""
-    return nets.forward(spec(name), params(name, "float64"), pixels(n, hw, "float64"))
+def pixel_oracle(name: str, n: int, hw: int, dtype: str = "float32", data_format: str = "channels_last") -> np.ndarray:
+    """float64 logits of ``dtype``'s parameters on ``dtype``'s `pixels` (both as float64), the model's
+    preprocessing included."""
+    return nets.forward(spec(name), params(name, dtype), pixels(n, hw, dtype, data_format), data_format)
 
 
 def timm_model(name: str):

@@ -67,10 +67,7 @@ def oracle(name: str, dtype: str, n: int, hw: int) -> np.ndarray:
 pixels = net_cases.pixels  # raw pixels in [0, 255]
 
 
-@functools.lru_cache(maxsize=None)
-def pixel_oracle(name: str, n: int, hw: int) -> np.ndarray:
-    """float64 logits of the float32 parameters (as float64) on `pixels`, preprocessing included."""
-    return nets.forward(nets.get(name), params(name, "float32"), pixels(n, hw))
+pixel_oracle = net_cases.pixel_oracle  # float32 parameters and pixels by default
 
 
 @functools.lru_cache(maxsize=None)
@@ -142,7 +139,7 @@ def test_keras_applications_in_float64_match_the_oracle(name):
     """float64 end to end on pixels, the rescale's constants included (none rounded to float32)."""
     (n, hw), spec = PIXEL_CASE, nets.get(name)
     y = bridge().apply(loaded(name, "float64"), pixels(n, hw, "float64"))
-    ref = net_cases.pixel_oracle64(name, n, hw)
+    ref = net_cases.pixel_oracle(name, n, hw, "float64")
     tol = reference.network_tolerance(spec, "float64", ref)
     assert y.dtype == np.float64 and ref.std() > 0.1
     reference.assert_within(y, ref, tol, what=f"{name} {n}x{hw} float64")

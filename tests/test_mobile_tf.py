@@ -53,10 +53,7 @@ def loaded(name: str, dtype: str = "float32"):
 pixels = net_cases.pixels  # raw pixels in [0, 255]
 
 
-@functools.lru_cache(maxsize=None)
-def pixel_oracle(name: str, n: int, hw: int) -> np.ndarray:
-    """float64 logits of the float32 parameters (as float64) on `pixels`, preprocessing included."""
-    return nets.forward(net_cases.spec(name), net_cases.params(name, "float32"), pixels(n, hw))
+pixel_oracle = net_cases.pixel_oracle  # float32 parameters and pixels by default
 
 
 def bound_fraction(y, ref, tol) -> float:
@@ -117,7 +114,7 @@ def test_keras_applications_in_float64_are_far_inside_the_bound(name):
     """float64 end to end, preprocessing included: a scale or mean rounded to float32 on the way (Keras'
     Rescaling casts a Python float through a float32 tensor on TensorFlow) costs ~1e-8 of the logits."""
     a, spec, (n, hw) = adapter(), net_cases.spec(name), PIXEL_CASE
-    y, ref = a.apply(loaded(name, "float64"), pixels(n, hw, "float64")), net_cases.pixel_oracle64(name, n, hw)
+    y, ref = a.apply(loaded(name, "float64"), pixels(n, hw, "float64")), net_cases.pixel_oracle(name, n, hw, "float64")
     assert y.dtype == np.float64 and ref.std() > 0.1
     tol = reference.network_tolerance(spec, "float64", ref)
     reference.assert_within(y, ref, tol, what=f"{name} float64 {n}x{hw}")

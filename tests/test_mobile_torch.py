@@ -66,10 +66,7 @@ def _input(n: int, hw: int, dtype: str, data_format: str = "channels_last") -> n
 _pixels = net_cases.pixels
 
 
-@functools.lru_cache(maxsize=None)
-def _pixel_oracle(name: str, n: int, hw: int, dtype: str, data_format: str = "channels_last") -> np.ndarray:
-    """float64 logits of ``_params(name, dtype)`` on ``_pixels``, preprocessing included."""
-    return nets.forward(_spec(name), _params(name, dtype), _pixels(n, hw, dtype, data_format), data_format)
+_pixel_oracle = net_cases.pixel_oracle
 
 
 @functools.lru_cache(maxsize=None)

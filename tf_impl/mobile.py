@@ -19,8 +19,8 @@ one zero fewer before than after), so the model keeps its input size free and a 
 
 ``spec.preprocessing`` (`reference.nets.mobile.preprocess`) is keras.applications' own first layers
 (keras/src/applications/mobilenet_v3.py, keras/src/applications/efficientnet.py): "keras_mobilenetv3" is
-``Rescaling(1 / 127.5, offset=-1)`` (layer ``rescaling``, a `Rescale`: Keras' layer exact in float64 too);
-"keras_efficientnet" is ``Rescaling(1 / 255)`` then
+``Rescaling(1 / 127.5, offset=-1)`` (layer ``rescaling``: a `Rescale`, Keras' layer made exact in float64);
+"keras_efficientnet" is ``Rescaling(1 / 255)`` (a `Rescale` too) then
 `InputNormalization` (layer ``normalization``, non-trainable ``mean`` and ``variance`` [C]: the variable paths
 ``normalization/mean`` and ``normalization/variance`` of keras.applications.EfficientNetB0).
 """
