@@ -31,7 +31,7 @@ from .se import SEBlock
 from .validate import accumulation_dtype, check_array
 
 ATTENTION = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
-TORCH_BN_MOMENTUM = 0.1  # torch.nn.BatchNorm2d's default, which timm keeps
+TORCH_BN_MOMENTUM = reference.nets.BN_MOMENTUM  # torch convention (reference/nets/layers.py)
 
 
 class ReLU(nnx.Module):

@@ -34,7 +34,7 @@ from .eca import ECABlock
 from .se import SEBlock
 
 ATTENTION = {"se": SEBlock, "eca": ECABlock, "cbam": CBAMBlock}
-TORCH_BN_MOMENTUM = 0.1  # torch.nn.BatchNorm2d's default
+TORCH_BN_MOMENTUM = reference.nets.BN_MOMENTUM  # torch convention (reference/nets/layers.py)
 
 
 @keras.saving.register_keras_serializable(package="attnport")

@@ -8,10 +8,21 @@ A network whose spec says ``padding="same"`` pads its convolutions as TensorFlow
 """
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
+
+from ..cbam import cbam_forward
+from ..eca import eca_forward
+from ..se import se_forward
 
 
 PADDINGS = ("symmetric", "same")
+ATTENTION_FORWARDS = {"se": se_forward, "eca": eca_forward, "cbam": cbam_forward}  # spec.kind -> forward
+# BatchNorm momentum, torch's convention (weight of the batch statistic in the running average):
+# torch.nn.BatchNorm2d's default, kept by timm, torchvision and the official ECA-Net and CBAM code for every
+# network here; Keras and Flax write it as 1 - this (reference.layout.bn_momentum)
+BN_MOMENTUM = 0.1
 
 
 def same_pads(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -118,3 +129,60 @@ def global_avg(x: np.ndarray) -> np.ndarray:
 def linear(v: np.ndarray, p: dict, prefix: str) -> np.ndarray:
     """``v @ weight.T + bias`` with torch's [out, in] weight."""
     return v @ p[f"{prefix}.weight"].T + p[f"{prefix}.bias"]
+
+
+class Ops:
+    """Every layer operation a network's forward makes, each told the layer's canonical name (the prefix of
+    its parameters: "layer2.0.conv1", "bn1", "fc"; an attention block by its path "layer2.0.se").
+
+    The oracle runs `EXACT`, an instance of this class as it is. `attnport.verify` subclasses it to compute
+    what a port with one known bug computes at one layer, everything else exact
+    (docs/how-to/verify-a-network.md).
+    """
+
+    def conv(self, name: str, x, w, mode: str = "symmetric", stride: int = 1, groups: int = 1):
+        """`conv2d_padded`: weight [out, in / groups, kh, kw], padding per ``mode``."""
+        return conv2d_padded(x, w, mode, stride, groups)
+
+    def bn(self, name: str, x, p: dict, eps: float):
+        """Inference-mode BatchNorm with ``p[name + ".weight"]`` and its running statistics."""
+        return batch_norm(x, p, name, eps)
+
+    def max_pool(self, name: str, x):
+        """The ResNet stem's ``MaxPool2d(3, 2, padding=1)``, padded with -inf."""
+        return max_pool(x, 3, 2, 1)
+
+    def avg_pool(self, name: str, x):
+        """ResNet-D's shortcut ``AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False)``."""
+        return avg_pool_ceil(x, 2, 2)
+
+    def attention(self, name: str, spec, p: dict, x):
+        """The SE / ECA / CBAM block ``spec`` with its own canonical params ``p``, channels-last ``x``."""
+        return ATTENTION_FORWARDS[spec.kind](spec, p, x)
+
+    def merge(self, name: str, y, shortcut, attend, act):
+        """A residual block's end: ``act(attend(y) + shortcut)``: attention on the residual branch, before
+        the add (timm's ``BasicBlock`` / ``Bottleneck``)."""
+        return act(attend(y) + shortcut)
+
+    def linear(self, name: str, v, p: dict):
+        """``v @ weight.T + bias`` (the classifier, [out, in])."""
+        return linear(v, p, name)
+
+    def preprocess(self, name: str, spec, p: dict, x):
+        """A network's input preprocessing (`reference.nets.mobile.preprocess`)."""
+        from .mobile import preprocess
+
+        return preprocess(spec, p, x)
+
+
+EXACT = Ops()
+
+
+class Stage(NamedTuple):
+    """One piece of a network's forward: ``run(params, x, ops) -> y``, channels-last float64. A network is
+    its stages in order ("stem", every block path, "head"); each one's output is the next one's input, and
+    the last one's is the logits. ``name`` is the tap the candidate's own output is compared at."""
+
+    name: str
+    run: Callable

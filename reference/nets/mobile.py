@@ -23,7 +23,7 @@ import numpy as np
 from .. import activations
 from ..layout import ParamInfo
 from ..rules import make_divisible
-from ..se import SE, se_forward
+from ..se import SE
 from ..spec_base import SpecBase, check_choice, check_int, check_odd_kernel
 from . import layers as L
 from .resnet import _bn, _sub
@@ -255,22 +255,23 @@ def _act(name: str, x: np.ndarray) -> np.ndarray:
     return activations.ACTIVATIONS[name](x)
 
 
-def block_forward(spec: MobileNet, b: Block, p: dict, x: np.ndarray) -> np.ndarray:
+def block_forward(spec: MobileNet, b: Block, p: dict, x: np.ndarray, ops: L.Ops = L.EXACT) -> np.ndarray:
     eps, q, pad = spec.bn_eps, b.path, spec.padding
-    bn = lambda y, name: L.batch_norm(y, p, f"{q}.{name}", eps)  # noqa: E731
+
+    def conv_bn(name, y, bn, mode="symmetric", stride=1, groups=1):
+        w = p[f"{q}.{name}.weight"]
+        return ops.bn(f"{q}.{bn}", ops.conv(f"{q}.{name}", y, w, mode, stride, groups), p, eps)
+
     if b.kind == "cn":
-        return _act(b.activation, bn(L.conv2d_padded(x, p[f"{q}.conv.weight"], pad, b.stride), "bn1"))
+        return _act(b.activation, conv_bn("conv", x, "bn1", pad, b.stride))
     y = x
     if b.kind == "ir":
-        y = _act(b.activation, bn(L.conv2d(y, p[f"{q}.conv_pw.weight"]), "bn1"))
+        y = _act(b.activation, conv_bn("conv_pw", y, "bn1"))
     dw_bn = "bn1" if b.kind == "ds" else "bn2"
-    y = _act(b.activation, bn(L.conv2d_padded(y, p[f"{q}.conv_dw.weight"], pad, b.stride, b.mid_channels), dw_bn))
+    y = _act(b.activation, conv_bn("conv_dw", y, dw_bn, pad, b.stride, b.mid_channels))
     if b.attention is not None:
-        y = se_forward(b.attention, _sub(p, f"{q}.se"), y)
-    if b.kind == "ds":
-        y = bn(L.conv2d(y, p[f"{q}.conv_pw.weight"]), "bn2")
-    else:
-        y = bn(L.conv2d(y, p[f"{q}.conv_pwl.weight"]), "bn3")
+        y = ops.attention(f"{q}.se", b.attention, _sub(p, f"{q}.se"), y)
+    y = conv_bn("conv_pw", y, "bn2") if b.kind == "ds" else conv_bn("conv_pwl", y, "bn3")
     return y + x if b.skip else y
 
 
@@ -285,25 +286,29 @@ def preprocess(spec: MobileNet, p: dict, x: np.ndarray) -> np.ndarray:
     return x
 
 
-def mobile_forward(spec: MobileNet, p: dict, x: np.ndarray, taps: dict | None = None) -> np.ndarray:
-    """float64 logits [N, classes] of channels-last ``x``; ``taps`` (if given) receives the stem's and
-    every block's output, keyed "stem" and by block path, channels-last."""
-    x = preprocess(spec, p, x)
-    x = L.conv2d_padded(x, p["conv_stem.weight"], spec.padding, 2)
-    x = _act(spec.activation, L.batch_norm(x, p, "bn1", spec.bn_eps))
-    if taps is not None:
-        taps["stem"] = x
-    for b in spec.blocks():
-        x = block_forward(spec, b, p, x)
-        if taps is not None:
-            taps[b.path] = x
+def stem_forward(spec: MobileNet, p: dict, x: np.ndarray, ops: L.Ops = L.EXACT) -> np.ndarray:
+    """The preprocessing, ``conv_stem`` (3x3 stride 2) and ``bn1`` with the activation."""
+    x = ops.preprocess("preprocessing", spec, p, x)
+    x = ops.conv("conv_stem", x, p["conv_stem.weight"], spec.padding, 2)
+    return _act(spec.activation, ops.bn("bn1", x, p, spec.bn_eps))
+
+
+def head_forward(spec: MobileNet, p: dict, x: np.ndarray, ops: L.Ops = L.EXACT) -> np.ndarray:
+    """``conv_head`` (and ``bn2``), the global average and the ``classifier``: logits [N, num_classes]."""
     if spec.head == "mobilenetv3":
         v = L.global_avg(x) @ p["conv_head.weight"][:, :, 0, 0].T + p["conv_head.bias"]
         v = _act(spec.activation, v)
     else:
-        y = L.batch_norm(L.conv2d(x, p["conv_head.weight"]), p, "bn2", spec.bn_eps)
+        y = ops.bn("bn2", ops.conv("conv_head", x, p["conv_head.weight"]), p, spec.bn_eps)
         v = L.global_avg(_act(spec.activation, y))
-    return L.linear(v, p, "classifier")
+    return ops.linear("classifier", v, p)
 
 
-__all__ = ["MobileNet", "Row", "Block", "mobile_forward", "preprocess", "PREPROCESSINGS", "RESCALES"]
+def mobile_stages(spec: MobileNet) -> list:
+    """The network as `L.Stage`s in order: "stem", every block path, "head" (whose output is the logits)."""
+    stages = [L.Stage("stem", lambda p, x, ops: stem_forward(spec, p, x, ops))]
+    stages += [L.Stage(b.path, lambda p, x, ops, b=b: block_forward(spec, b, p, x, ops)) for b in spec.blocks()]
+    return stages + [L.Stage("head", lambda p, x, ops: head_forward(spec, p, x, ops))]
+
+
+__all__ = ["MobileNet", "Row", "Block", "mobile_stages", "preprocess", "PREPROCESSINGS", "RESCALES"]

@@ -17,10 +17,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..cbam import CBAM, cbam_forward
-from ..eca import ECA, eca_forward
+from ..cbam import CBAM
+from ..eca import ECA
 from ..layout import ParamInfo
-from ..se import SE, se_forward
+from ..se import SE
 from ..spec_base import SpecBase, check_choice, check_int
 from . import layers as L
 
@@ -33,7 +33,6 @@ ATTENTION_PRESETS = {
     "eca": {"timm": lambda c, k: ECA.timm(c), "official": lambda c, k: ECA(c, kernel_size=k)},
     "cbam": {"timm": lambda c, k: CBAM.timm(c), "official": lambda c, k: CBAM.official(c)},
 }
-ATTENTION_FORWARDS = {"se": se_forward, "eca": eca_forward, "cbam": cbam_forward}
 
 
 class Block(NamedTuple):
@@ -232,50 +231,55 @@ def _sub(p: dict, prefix: str) -> dict:
     return {k[n:]: v for k, v in p.items() if k.startswith(prefix + ".")}
 
 
-def stem_forward(spec: ResNet, p: dict, x: np.ndarray) -> np.ndarray:
+def stem_forward(spec: ResNet, p: dict, x: np.ndarray, ops: L.Ops = L.EXACT) -> np.ndarray:
+    eps = spec.bn_eps
     if spec.stem_type == "":
-        x = L.conv2d(x, p["conv1.weight"], stride=2, padding=3)
+        x = ops.conv("conv1", x, p["conv1.weight"], stride=2)
     else:
-        x = L.conv2d(x, p["conv1.0.weight"], stride=2, padding=1)
-        x = L.relu(L.batch_norm(x, p, "conv1.1", spec.bn_eps))
-        x = L.conv2d(x, p["conv1.3.weight"], padding=1)
-        x = L.relu(L.batch_norm(x, p, "conv1.4", spec.bn_eps))
-        x = L.conv2d(x, p["conv1.6.weight"], padding=1)
-    x = L.relu(L.batch_norm(x, p, "bn1", spec.bn_eps))
-    return L.max_pool(x, 3, 2, 1)
+        x = ops.conv("conv1.0", x, p["conv1.0.weight"], stride=2)
+        x = L.relu(ops.bn("conv1.1", x, p, eps))
+        x = ops.conv("conv1.3", x, p["conv1.3.weight"])
+        x = L.relu(ops.bn("conv1.4", x, p, eps))
+        x = ops.conv("conv1.6", x, p["conv1.6.weight"])
+    x = L.relu(ops.bn("bn1", x, p, eps))
+    return ops.max_pool("maxpool", x)
 
 
-def block_forward(spec: ResNet, b: Block, p: dict, x: np.ndarray) -> np.ndarray:
+def block_forward(spec: ResNet, b: Block, p: dict, x: np.ndarray, ops: L.Ops = L.EXACT) -> np.ndarray:
     eps, q = spec.bn_eps, b.path
+
+    def conv_bn(name, y, bn, stride=1, groups=1):
+        return ops.bn(f"{q}.{bn}", ops.conv(f"{q}.{name}", y, p[f"{q}.{name}.weight"], stride=stride,
+                                             groups=groups), p, eps)
+
     if b.kind == "basic":
-        y = L.relu(L.batch_norm(L.conv2d(x, p[f"{q}.conv1.weight"], b.stride, 1), p, f"{q}.bn1", eps))
-        y = L.batch_norm(L.conv2d(y, p[f"{q}.conv2.weight"], 1, 1), p, f"{q}.bn2", eps)
+        y = L.relu(conv_bn("conv1", x, "bn1", b.stride))
+        y = conv_bn("conv2", y, "bn2")
     else:
-        y = L.relu(L.batch_norm(L.conv2d(x, p[f"{q}.conv1.weight"]), p, f"{q}.bn1", eps))
-        y = L.relu(L.batch_norm(L.conv2d(y, p[f"{q}.conv2.weight"], b.stride, 1, b.groups), p, f"{q}.bn2", eps))
-        y = L.batch_norm(L.conv2d(y, p[f"{q}.conv3.weight"]), p, f"{q}.bn3", eps)
-    if b.attention is not None:
-        y = ATTENTION_FORWARDS[b.attention.kind](b.attention, _sub(p, f"{q}.se"), y)
+        y = L.relu(conv_bn("conv1", x, "bn1"))
+        y = L.relu(conv_bn("conv2", y, "bn2", b.stride, b.groups))
+        y = conv_bn("conv3", y, "bn3")
     shortcut = x
     if b.downsample == "conv":
-        shortcut = L.batch_norm(L.conv2d(x, p[f"{q}.downsample.0.weight"], b.stride), p, f"{q}.downsample.1", eps)
+        shortcut = conv_bn("downsample.0", x, "downsample.1", b.stride)
     elif b.downsample == "avg":
-        pooled = L.avg_pool_ceil(x, 2, 2) if b.stride != 1 else x
-        shortcut = L.batch_norm(L.conv2d(pooled, p[f"{q}.downsample.1.weight"]), p, f"{q}.downsample.2", eps)
-    return L.relu(y + shortcut)
+        pooled = ops.avg_pool(f"{q}.downsample.0", x) if b.stride != 1 else x
+        shortcut = conv_bn("downsample.1", pooled, "downsample.2")
+    if b.attention is None:
+        return ops.merge(q, y, shortcut, lambda z: z, L.relu)
+    return ops.merge(q, y, shortcut, lambda z: ops.attention(f"{q}.se", b.attention, _sub(p, f"{q}.se"), z), L.relu)
 
 
-def resnet_forward(spec: ResNet, p: dict, x: np.ndarray, taps: dict | None = None) -> np.ndarray:
-    """float64 logits [N, classes] of channels-last ``x``; ``taps`` (if given) receives the stem's and
-    every block's output, keyed "stem" and by block path, channels-last."""
-    x = stem_forward(spec, p, x)
-    if taps is not None:
-        taps["stem"] = x
-    for b in spec.blocks():
-        x = block_forward(spec, b, p, x)
-        if taps is not None:
-            taps[b.path] = x
-    return L.linear(L.global_avg(x), p, "fc")
+def head_forward(spec: ResNet, p: dict, x: np.ndarray, ops: L.Ops = L.EXACT) -> np.ndarray:
+    """Global average pool and the classifier ``fc``: [N, H, W, C] -> logits [N, num_classes]."""
+    return ops.linear("fc", L.global_avg(x), p)
 
 
-__all__ = ["ResNet", "Block", "resnet_forward"]
+def resnet_stages(spec: ResNet) -> list:
+    """The network as `L.Stage`s in order: "stem", every block path, "head" (whose output is the logits)."""
+    stages = [L.Stage("stem", lambda p, x, ops: stem_forward(spec, p, x, ops))]
+    stages += [L.Stage(b.path, lambda p, x, ops, b=b: block_forward(spec, b, p, x, ops)) for b in spec.blocks()]
+    return stages + [L.Stage("head", lambda p, x, ops: head_forward(spec, p, x, ops))]
+
+
+__all__ = ["ResNet", "Block", "resnet_stages"]
