@@ -114,6 +114,23 @@ class Adapter:
         the variables `attnport.verification` maps canonical parameters onto."""
         raise NotImplementedError
 
+    def tap_names(self, module) -> list[str]:
+        """The dotted names of ``module``'s sub-modules (torch ``named_modules``, Keras layers, NNX graph
+        paths), in the framework's order: where `verify` can read a whole network's intermediate outputs."""
+        return []
+
+    def run_tapped(self, module, t, names) -> tuple:
+        """``(y, {name: (input, output)})``: ``module``'s inference output on ``t`` and the first positional
+        input and the output of each sub-module in ``names``, NumPy arrays in the module's own format, read
+        with the framework's own mechanism (torch forward hooks, a Keras sub-model on the layers' tensors,
+        NNX interception of ``__call__``). A name the framework cannot read is left out."""
+        return self.call(module, t), {}
+
+    def run_training(self, module, t) -> None:
+        """One forward of ``module`` on ``t`` in training mode (BatchNorm on batch statistics, updating its
+        running statistics), leaving the module in the mode it was in."""
+        raise NotImplementedError
+
     def working_copy(self, module):
         """The module `verify` loads and runs: a copy where the framework allows one, else ``module``."""
         return module

@@ -68,6 +68,7 @@ from reference.se import SE
 from . import backends
 
 FORMATS = ("channels_last", "channels_first")
+MAPPING_LINES = 40  # to_markdown lists this many mapping lines (a whole network has hundreds)
 NO_EXPLANATION = "no known bug explains this"
 UNMAPPED_NOTE = ("No canonical parameter maps to these; each was set to other values, the battery re-run, and "
                  "the value put back. One that changes the output fails the port.")
@@ -150,11 +151,16 @@ class Report:
     notes: list = field(default_factory=list)
     unmapped: list = field(default_factory=list)
     tolerance_rule: str = BLOCK_TOLERANCE_RULE
+    network: object = None  # attnport.netverify.NetworkFindings for a whole network
+    missing: list = field(default_factory=list)  # a network's canonical parameters no candidate variable fits
 
     @property
     def passed(self) -> bool:
-        return (self.mapping_error is None and bool(self.cases) and all(c.passed for c in self.cases)
-                and not any(u.changes_output for u in self.unmapped))
+        net = self.network
+        stages_ok = net is None or (all(r.passed is not False for r in net.stages) and not net.training_failed)
+        return (self.mapping_error is None and not self.missing and bool(self.cases)
+                and all(c.passed for c in self.cases)
+                and not any(u.changes_output for u in self.unmapped) and stages_ok)
 
     @property
     def explained(self) -> bool:
@@ -171,6 +177,8 @@ class Report:
                 "explanation": None if self.passed else (self.matches() or NO_EXPLANATION),
                 "unmapped": [{"name": u.name, "shape": list(u.shape), "changes_output": u.changes_output}
                              for u in self.unmapped],
+                "network": None if self.network is None else self.network.to_dict(),
+                "missing": list(self.missing),
                 "notes": list(self.notes)}
 
     def to_json(self, **kwargs) -> str:
@@ -180,9 +188,16 @@ class Report:
         out = [f"# verify: {'PASS' if self.passed else 'FAIL'}", "",
                f"- spec: `{self.spec}`", f"- framework: {self.framework}", f"- dtype: {self.dtype}"]
         if self.mapping:
-            out += ["", "## Weight mapping", ""] + [f"- {m}" for m in self.mapping]
+            shown = self.mapping if len(self.mapping) <= MAPPING_LINES else (
+                self.mapping[:MAPPING_LINES] + [f"... and {len(self.mapping) - MAPPING_LINES} more (to_json() lists all)"])
+            out += ["", "## Weight mapping", ""] + [f"- {m}" for m in shown]
         if self.mapping_error:
             out += ["", "## Weight mapping failed", "", self.mapping_error]
+        if self.missing:
+            shown = ", ".join(f"`{m}`" for m in self.missing[:12])
+            out += ["", "## Canonical parameters no variable fits", "",
+                    f"{len(self.missing)}: {shown}{' ...' if len(self.missing) > 12 else ''} (left out: the port "
+                    "fails; the stages below say where that shows)"]
         if self.cases:
             out += ["", "## Inputs", "", "| input | format | shape | max abs | max rel | atol | rtol | result |",
                     "|---|---|---|---|---|---|---|---|"]
@@ -192,6 +207,8 @@ class Report:
                 out.append(f"| {c.name} | {c.data_format} | {list(c.shape)} | {fmt(c.max_abs)} | {fmt(c.max_rel)} "
                            f"| {c.atol:.3g} | {c.rtol:.3g} | {res} |")
             out += ["", self.tolerance_rule]
+        if self.network is not None:
+            out += self.network.markdown()
         if not self.passed:
             out += ["", "## Diagnosis", ""]
             if self.diagnosis:
@@ -338,7 +355,7 @@ class _Runner:
 
     def __init__(self, candidate, framework, data_format=None, dtype=None, spec=None):
         self.framework, self.params, self.notes = framework, None, []
-        self.unused, self.wrote = {}, set()
+        self.unused, self.wrote, self.assigned, self.missing = {}, set(), {}, []
         if framework == "callable":
             self.adapter, self.c = None, candidate
             self.dtype = dtype or "float64"
@@ -376,7 +393,7 @@ class _Runner:
     def load(self, spec, params, loader=None) -> list[str]:
         """Put canonical params in; return the mapping lines and keep, per data format, the native variables
         nothing was mapped to (`unused`). Raises MappingError when nothing fits."""
-        self.unused = {}
+        self.unused, self.assigned, self.missing = {}, {}, []
         if self.framework == "callable":
             self.params = params
             return ["callable: canonical params passed as they are"]
@@ -392,12 +409,15 @@ class _Runner:
                     raise MappingError(f"loader raised {type(e).__name__}: {e}") from e
                 lines = ["loaded by the given loader"]
                 continue
-            plan = map_params(spec, self.natives(target), self.framework)
+            plan = map_params(spec, self.natives(target), self.framework, partial=reference.nets.is_network(spec))
+            self.missing = [info.name for info in plan["missing"]]
+            self.assigned[df] = [(info.name, native[0]) for info, native, _, _ in plan["assign"]]
             lines = []
             with self.adapter.scope(self.np_dtype):
                 for info, (name, _, put), label, fn in plan["assign"]:
                     put(fn(np.asarray(params[info.name])).astype(self.np_dtype))
                     lines.append(f"{info.name} {list(info.shape)} -> {name} ({label})")
+            lines += [f"{info.name} {list(info.shape)}: no candidate variable fits" for info in plan["missing"]]
             lines += [f"{name} {list(shape)}: no canonical parameter" for name, shape, _ in plan["unused"]]
             self.unused[df] = plan["unused"]
         return lines
@@ -467,9 +487,10 @@ def _shape_options(info, framework):
     return opts
 
 
-def map_params(spec, natives, framework) -> dict:
-    """Match ``spec.param_table()`` in order to ``natives`` [(name, shape, setter)] by shape (see module doc)."""
-    used, assign = set(), []
+def map_params(spec, natives, framework, partial: bool = False) -> dict:
+    """Match ``spec.param_table()`` in order to ``natives`` [(name, shape, setter)] by shape (see module doc).
+    ``partial``: a canonical parameter nothing fits goes to ``missing`` instead of raising `MappingError`."""
+    used, assign, missing = set(), [], []
     for info in spec.param_table():
         leaf = KIND_LAYOUTS[info.kind][framework].leaf
         path = reference.native(info, framework)[0]
@@ -488,6 +509,9 @@ def map_params(spec, natives, framework) -> dict:
                     break
             if found:
                 break
+        if not found and partial:
+            missing.append(info)
+            continue
         if not found:
             want = " or ".join(str(list(s)) for _, _, s in _shape_options(info, framework))
             have = ", ".join(f"{n} {list(s)}" for j, (n, s, _) in enumerate(natives) if j not in used) or "none"
@@ -495,7 +519,8 @@ def map_params(spec, natives, framework) -> dict:
                                f"unassigned candidate variables: {have}")
         used.add(found[0])
         assign.append((info, natives[found[0]], found[1], found[2]))
-    return {"assign": assign, "unused": [(n, s, p) for j, (n, s, p) in enumerate(natives) if j not in used]}
+    return {"assign": assign, "unused": [(n, s, p) for j, (n, s, p) in enumerate(natives) if j not in used],
+            "missing": missing}
 
 
 # --------------------------------------------------------------------------- alternative forwards
@@ -865,7 +890,8 @@ WROTE_NOTES = {"input": "the candidate wrote into its input: allowed, since each
                "params": "the candidate wrote into its params: allowed, since each call gets its own copy"}
 
 
-def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: int = 0) -> Report:
+def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: int = 0, taps: dict | None = None,
+           check_training: bool = False, progress=None) -> Report:
     """Check ``candidate`` against ``reference.forward(spec, ...)`` on the battery; diagnose a failure.
 
     ``loader(candidate, canonical_params)`` overrides the shape-based weight mapping. ``data_format``
@@ -873,6 +899,11 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
     for modules it is read from their parameters). ``seed`` picks the params and inputs. Raises
     `SpecTooLarge` before allocating when ``spec`` passes `MAX_BYTES`, and `BadCandidate` for a
     candidate that is not a module or callable, calls ``sys.exit`` or returns no numeric array.
+
+    For a whole network (`attnport.netverify`): ``taps`` maps a stage ("stem", a block path) to the
+    candidate's module name where its output is read (else found by name); ``check_training`` also runs
+    two training-mode forwards to check BatchNorm's momentum convention; ``progress(step)`` is called with
+    the name of each step as it starts.
     """
     if data_format is not None and data_format not in FORMATS:
         raise ValueError(f"data_format must be one of {FORMATS}, got {data_format!r}")
@@ -885,12 +916,16 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
                             f"({'training' if runner.c.training else 'eval'})")
     params = spec.init_params(seed=seed, dtype=runner.np_dtype)
     p64 = {k: np.array(v, dtype=np.float64) for k, v in params.items()}
+    step = progress or (lambda name: None)
+    step("weights")
     try:
         report.mapping = runner.load(spec, params, loader)
+        report.missing = list(runner.missing)
     except MappingError as e:
         report.mapping_error = str(e)
         report.diagnosis = _shape_diagnosis(runner, spec, loader, seed, report)
         return report
+    step("battery")
     runs = _battery_runs(runner, spec, seed)
     network = reference.nets.is_network(spec)
     if network:
@@ -919,16 +954,40 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
             extra = _check_unmapped(runner, spec, p64, runs, seed, report)
         else:
             report.notes.append("loaded by the given loader: unmapped variables are not known, so not checked")
-    if not all(c.passed for c in report.cases):
-        if network:
-            report.notes.append("a whole network is compared at its logits; the block catalogue does not apply, "
-                                "so a failure here stays unexplained")
-        else:
-            _diagnose(runner, spec, p64, runs, loader, seed, report)
+    if network:
+        _verify_network(runner, spec, params, p64, seed, taps, check_training, report, step)
+    elif not all(c.passed for c in report.cases):
+        _diagnose(runner, spec, p64, runs, loader, seed, report)
     report.diagnosis += [d for d in extra
                          if (d.name, d.explanation) not in {(o.name, o.explanation) for o in report.diagnosis}]
     report.notes += [WROTE_NOTES[w] for w in sorted(runner.wrote)]
     return report
+
+
+def _verify_network(runner, spec, params, p64, seed, taps, check_training, report, step) -> None:
+    """The stage-by-stage comparison, the first divergence and its diagnosis (`attnport.netverify`)."""
+    from . import netverify
+
+    if runner.framework == "callable":
+        report.notes.append("a plain callable is compared at its logits only: it has no modules to read")
+        if not all(c.passed for c in report.cases):
+            report.notes.append(NO_EXPLANATION + ": no intermediate outputs to locate the bug by")
+        return
+    step("stages")
+    observed, located, notes = netverify.observe(runner, spec, p64, seed, taps)
+    report.notes += notes
+    rows = netverify.stage_table(spec, runner.dtype, observed, located)
+    if not all(c.passed for c in report.cases) and rows and rows[-1].passed is None:
+        rows[-1].passed = False  # the logits failed where the taps could not be read
+    step("diagnosis")
+    diagnosis, findings = netverify.diagnose(spec, p64, observed, rows, runner.dtype)
+    report.network = findings
+    report.diagnosis += diagnosis
+    if check_training:
+        step("training")
+        found, momenta = netverify.check_training(runner, spec, params, seed)
+        findings.training, findings.training_diagnosis = momenta, found
+        report.diagnosis += found
 
 
 def _diagnose(runner, spec, p64, runs, loader, seed, report) -> None:

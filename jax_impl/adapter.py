@@ -135,6 +135,47 @@ class NNXAdapter(Adapter):
     def wait(self, y):
         return y.block_until_ready()
 
+    def tap_names(self, module):
+        return [".".join(map(str, path)) for path, node in nnx.iter_graph(module)
+                if path and isinstance(node, nnx.Module)]
+
+    def run_tapped(self, module, t, names):
+        """An eager call with ``__call__`` of the named modules' classes intercepted (and put back after)."""
+        wanted = {id(node): ".".join(map(str, path)) for path, node in nnx.iter_graph(module)
+                  if path and isinstance(node, nnx.Module) and ".".join(map(str, path)) in names}
+        classes = {type(node) for _, node in nnx.iter_graph(module) if id(node) in wanted}
+        seen, saved = {}, {cls: cls.__dict__.get("__call__") for cls in classes}
+
+        def intercept(call):
+            def __call__(self, *args, **kwargs):
+                y = call(self, *args, **kwargs)
+                name = wanted.get(id(self))
+                if name is not None and name not in seen and args:
+                    seen[name] = (np.asarray(args[0]), np.asarray(y))
+                return y
+            return __call__
+        try:
+            for cls in classes:
+                cls.__call__ = intercept(cls.__call__)
+            y = module(t)
+        finally:
+            for cls, call in saved.items():
+                if call is None:
+                    del cls.__call__
+                else:
+                    cls.__call__ = call
+        return y, seen
+
+    def run_training(self, module, t):
+        modes = [(node, node.use_running_average) for _, node in nnx.iter_graph(module)
+                 if isinstance(node, nnx.BatchNorm)]
+        module.train()
+        try:
+            module(t)
+        finally:
+            for node, mode in modes:
+                node.use_running_average = mode
+
     def variables(self, module):
         def setter(var):
             def put(v):

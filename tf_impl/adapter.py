@@ -92,6 +92,27 @@ class KerasAdapter(Adapter):
     def wait(self, y):
         return self.numpy(y)
 
+    def tap_names(self, module):
+        return [layer.name for layer in getattr(module, "layers", [])]
+
+    def run_tapped(self, module, t, names):
+        """A sub-model on the named layers' input and output tensors: functional models only (a subclassed
+        model has no graph to read, so its taps are left out)."""
+        layers = {layer.name: layer for layer in getattr(module, "layers", [])}
+        wanted = [n for n in names if n in layers]
+        try:
+            def first(tensor):
+                return tensor[0] if isinstance(tensor, (list, tuple)) else tensor
+            ends = [(first(layers[n].input), layers[n].output) for n in wanted]
+            probe = keras.Model(module.inputs, [module.outputs[0]] + [e for pair in ends for e in pair])
+        except Exception:  # noqa: BLE001 - not a functional graph (or a layer called twice): no taps
+            return self.call(module, t), {}
+        out = [keras.ops.convert_to_numpy(o) for o in probe([t] * len(module.inputs), training=False)]
+        return out[0], {n: (out[1 + 2 * i], out[2 + 2 * i]) for i, n in enumerate(wanted)}
+
+    def run_training(self, module, t):
+        module(t, training=True)
+
     def variables(self, module):
         return [(v.path.replace("/", "."), tuple(v.shape), lambda a, v=v: v.assign(native_array(a)))
                 for v in module.weights]

@@ -131,6 +131,36 @@ class TorchAdapter(Adapter):
             return put
         return [(n, tuple(t.shape), setter(t)) for n, t in named]
 
+    def tap_names(self, module):
+        return [n for n, _ in module.named_modules() if n]
+
+    def run_tapped(self, module, t, names):
+        modules, seen, hooks = dict(module.named_modules()), {}, []
+
+        def hook(name):
+            def record(_, args, out):
+                if name not in seen and args and torch.is_tensor(args[0]) and torch.is_tensor(out):
+                    seen[name] = (to_numpy(args[0].detach().contiguous()), to_numpy(out.detach().contiguous()))
+            return record
+        try:
+            for name in names:
+                if name in modules:
+                    hooks.append(modules[name].register_forward_hook(hook(name)))
+            y = self.call(module, t)
+        finally:
+            for h in hooks:
+                h.remove()
+        return y, seen
+
+    def run_training(self, module, t):
+        was = module.training
+        module.train()
+        try:
+            with torch.no_grad():
+                module(t)
+        finally:
+            module.train(was)
+
     def working_copy(self, module):
         return copy.deepcopy(module)
 
