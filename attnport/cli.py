@@ -188,10 +188,17 @@ def _diff_table(result):
 
 
 def _diff(args) -> int:
+    from .convert import NetworkFile
     from .diff import diff
+    from .files import BadInput
 
-    result = diff(args.a, args.b, layout_a=args.from_a, layout_b=args.from_b, atol=args.atol, rtol=args.rtol,
-                  preset=_presets(args.preset), channels=_channels(args.channels))
+    if args.model is not None:
+        return _diff_networks(args)
+    try:
+        result = diff(args.a, args.b, layout_a=args.from_a, layout_b=args.from_b, atol=args.atol, rtol=args.rtol,
+                      preset=_presets(args.preset), channels=_channels(args.channels))
+    except NetworkFile as exc:
+        raise BadInput(f"{exc}; attnport diff A B --model NAME (or auto) compares whole networks") from None
     _say(result.inferred)
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
@@ -210,6 +217,81 @@ def _diff(args) -> int:
     for line in result.warnings():
         print(f"warning: {line}")
     print(f"{result.verdict()}: {len(result.modules)} modules, {len(result.tensors())} tensors")
+    return 0 if result.equal else 1
+
+
+DIFF_SHOWN = 10  # diff --model: the compared tensors shown in the table and named on stdout, the largest first
+
+
+def _network_diff_table(result):
+    """`attnport diff --model`'s table: every missing, unexpected and mis-shaped tensor, then the `DIFF_SHOWN`
+    compared tensors with the largest differences (docs/how-to/convert-a-checkpoint.md "Comparing checkpoints").
+    A file's keys get a column where they are not the canonical names; a shape or dtype that differs shows
+    as ``A / B``."""
+    from rich.markup import escape
+
+    from .netdiff import UNKNOWN
+
+    rows = result.missing + result.unexpected + result.mismatched + result.compared[:DIFF_SHOWN]
+    keyed = [side for side in ("a", "b") if any(getattr(t, f"key_{side}") not in (None, t.name) for t in rows)]
+    table = _titled(f"attnport diff: B against A, tensor by tensor ({result.model_a})")
+    for col in ("tensor", "status", *(f"key {side.upper()}" for side in keyed), "shape", "dtype", "max abs diff",
+                "max rel diff", "bit-exact"):
+        table.add_column(col, overflow="fold")
+    style = {"ok": "[green]ok[/]", "differs": "[red]differs[/]", "shape mismatch": "[red]mis-shaped[/]",
+             "missing": "[red]missing in B[/]", "unexpected": "[red]unexpected in B[/]"}
+
+    def num(x):
+        return "-" if x is None else f"{x:.2e}"
+
+    def pair(a, b):
+        a, b = ("-" if v is None else str(v) for v in (a, b))
+        return escape(a) if a == b else f"{escape(a)} / [red]{escape(b)}[/]"
+
+    def key(k, held):
+        return "-" if k is None else escape(k) if held else f"[dim]({escape(k)})[/]"  # dim: where it would be
+
+    for t in rows:
+        keys = [key(getattr(t, f"key_{side}"), getattr(t, f"shape_{side}") is not None) for side in keyed]
+        table.add_row(escape(t.name), style[t.status] + (" (key not known)" if t.kind == UNKNOWN else ""), *keys,
+                      pair(*(None if v is None else tuple(v) for v in (t.shape_a, t.shape_b))),
+                      pair(t.dtype_a, t.dtype_b), num(t.max_abs), num(t.max_rel), "yes" if t.bit_exact else "no")
+    return table
+
+
+def _diff_networks(args) -> int:
+    """``diff --model``: two whole-network checkpoints, tensor by tensor (`attnport.netdiff.diff_networks`)."""
+    from .netdiff import diff_networks
+
+    _refuse_block_options(args)
+    layout_a, layout_b = _network_layout(args.from_a, "--from-a"), _network_layout(args.from_b, "--from-b")
+    result = diff_networks(args.a, args.b, args.model, layout_a, layout_b, atol=args.atol, rtol=args.rtol)
+    _say(result.inferred)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+        print(result.verdict(), file=sys.stderr)
+        return 0 if result.equal else 1
+    console = _console()
+    for side, file, model, layout in (("A", result.a, result.model_a, result.layout_a),
+                                      ("B", result.b, result.model_b, result.layout_b)):
+        console.print(f"{side}: {file} ({model}, {layout} layout)", markup=False, highlight=False, soft_wrap=True)
+    console.print(_network_diff_table(result))
+    rest = result.compared[DIFF_SHOWN:]
+    if rest:
+        differ = sum(not t.equal for t in rest)
+        console.print(f"... and {len(rest)} more compared tensors ({differ} differ), smaller differences; --json "
+                      "lists every one", markup=False, highlight=False, soft_wrap=True)
+    for line in result.notes:
+        print(line)
+    problems = result.problems()
+    structural = len(problems) - len(result.differing)
+    for line in problems[:structural + DIFF_SHOWN]:
+        print(line)
+    if len(result.differing) > DIFF_SHOWN:
+        print(f"... and {len(result.differing) - DIFF_SHOWN} more tensors differ (--json lists them)")
+    for line in result.warnings():
+        print(f"warning: {line}")
+    print(f"{result.verdict()}; {len(result.compared)} tensors compared")
     return 0 if result.equal else 1
 
 
@@ -401,25 +483,12 @@ def _refuse_block_options(args) -> None:
 
 def _read_network(args, path, layout, tensors, metadata):
     """``(tensors, Resolved)`` of the network in ``path``; what was inferred goes to stderr."""
-    from .files import BadInput, read_weights
-    from .netconvert import AUTO, KERAS_WEIGHTS, read_keras_application_file, resolve_file
+    from .netconvert import read_network_file, resolve_file
 
     _refuse_block_options(args)
     layout = _network_layout(layout, "--from")
-    if str(path).endswith(KERAS_WEIGHTS) and tensors is None:
-        if layout not in (None, "keras-applications"):
-            raise BadInput(f"{path}: a Keras .weights.h5 is read as a whole network only in the keras-applications "
-                           "layout (keras.applications' own file); convert attnport's own Keras network from its "
-                           ".safetensors form (--to keras writes one too)")
-        if args.model in (None, AUTO):
-            raise BadInput(f"{path}: attnport's own Keras .weights.h5 is not read back as a whole network (convert "
-                           "from its .safetensors form); a keras.applications .weights.h5 names its variables by "
-                           "layer type, so its model must be given: --model MobileNetV3Small, MobileNetV3Large or "
-                           "EfficientNetB0")
-        tensors, metadata = read_keras_application_file(path, args.model)
-        layout = "keras-applications"
     if tensors is None:
-        tensors, metadata = read_weights(path)
+        tensors, metadata, layout = read_network_file(path, args.model, layout)
     resolved = resolve_file(path, tensors, metadata, args.model, layout)
     _say([f"{path}: {resolved.why}"])
     return tensors, resolved
@@ -615,30 +684,113 @@ def _load_factory(target: str):
     return candidate
 
 
-def _verify(args) -> int:
-    from rich.console import Console
+def _verify_spec(args):
+    """The spec ``verify`` checks against: ``--spec`` (a block) or ``--model`` (a whole network, with
+    ``--num-classes``); `BadInput` naming the flag otherwise."""
+    from .files import BadInput
+    from .specparse import parse_spec
+
+    if (args.spec is None) == (args.model is None):
+        raise BadInput("verify needs exactly one of --spec SPEC (a block) or --model NAME (a whole network)")
+    if args.spec is not None:
+        if args.tap or args.check_training or args.num_classes is not None:
+            raise BadInput("--tap, --check-training and --num-classes apply to --model (a whole network) only")
+        return parse_spec(args.spec)
+    import reference
+
+    overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+    try:
+        return reference.nets.get(args.model, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise BadInput(f"--model: {exc}") from None
+
+
+def _taps(values) -> dict:
+    """``--tap STAGE=MODULE`` (repeatable) -> ``{stage: module name}``."""
+    from .files import BadInput
+
+    out = {}
+    for v in values or ():
+        stage, sep, name = v.partition("=")
+        if not sep or not stage or not name:
+            raise BadInput(f"--tap needs STAGE=MODULE (e.g. layer2.0=backbone.stage2.0), got {v!r}")
+        out[stage] = name
+    return out
+
+
+def _stage_table(report, title):
+    """The per-stage table of a whole-network verify, the first divergence highlighted."""
     from rich.markup import escape
     from rich.table import Table
 
+    table = Table(title=title)
+    for col in ("stage", "read at", "max abs err", "max rel err", "atol", "result"):
+        table.add_column(col)
+
+    def num(v):
+        return "-" if v is None else f"{v:.2e}"
+
+    net = report.network
+    for r in net.stages:
+        first = r.stage == net.first_divergence
+        if r.passed is None:
+            result = "[dim]not read[/]"
+        elif r.passed:
+            result = "[green]pass[/]"
+        else:
+            result = ("[bold red]FIRST DIVERGENCE[/]" if first else "[red]FAIL[/]") + (
+                f" {escape(r.error)}" if r.error else "")
+        table.add_row(escape(r.stage), escape(r.tap or "-"), num(r.max_abs), num(r.max_rel), num(r.atol), result,
+                      style="on dark_red" if first else None)
+    return table
+
+
+def _verify(args) -> int:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.progress import Progress
+    from rich.table import Table
+
+    import reference
+
     from .files import BadInput
-    from .specparse import parse_spec
     from .verification import BadCandidate, SpecTooLarge, check_size, verify
 
     try:
-        spec = parse_spec(args.spec)
+        spec = _verify_spec(args)
+        taps = _taps(args.tap)
+        if taps:
+            known = {s.name for s in reference.nets.stages(spec)} - {"head"}
+            unknown = sorted(set(taps) - known)
+            if unknown:
+                raise BadInput(f"--tap: {', '.join(unknown)} is not a stage of {args.model} (stages: stem and "
+                               f"the block paths, e.g. {sorted(known - {'stem'})[0]})")
         check_size(spec)  # before the user's file runs or anything is allocated
     except (ValueError, TypeError) as exc:
         raise BadInput(str(exc)) from None
     candidate = _load_factory(args.target)
+    network = reference.nets.is_network(spec)
+    steps = {"weights": "mapping the weights", "battery": "running the battery", "stages": "reading every stage",
+             "diagnosis": "diagnosing", "training": "training-mode forwards"}
+    options = dict(taps=taps or None, check_training=args.check_training) if network else {}
     try:
-        report = verify(candidate, spec, data_format=args.data_format)
+        with Progress(transient=True, console=Console(stderr=True), disable=args.json) as bar:
+            task = bar.add_task("verify", total=len(steps) - (not args.check_training))
+
+            def progress(step):
+                bar.update(task, description=steps.get(step, step), completed=list(steps).index(step))
+            report = verify(candidate, spec, data_format=args.data_format, progress=progress, **options)
     except (BadCandidate, SpecTooLarge) as exc:
         raise BadInput(f"{args.target}: {exc}") from None
     if args.json:
         print(report.to_json())
+        return 0 if report.passed else 1
+    console = Console() if sys.stdout.isatty() else Console(width=160)
+    title = f"attnport verify {escape(args.target)} against {escape(args.model or repr(spec))}"
+    if network and report.network is not None:
+        console.print(_stage_table(report, title))
     else:
-        console = Console() if sys.stdout.isatty() else Console(width=160)
-        table = Table(title=f"attnport verify {escape(args.target)} against {escape(repr(spec))}")
+        table = Table(title=title)
         for col in ("input", "format", "max abs err", "max rel err", "result"):
             table.add_column(col)
 
@@ -650,15 +802,24 @@ def _verify(args) -> int:
             result = "[green]pass[/]" if case.passed else f"[red]FAIL[/]{error}"
             table.add_row(case.name, case.data_format, num(case.max_abs), num(case.max_rel), result)
         console.print(table)
-        if report.passed:
-            console.print("verdict: pass")
-            if report.unmapped:
-                console.print("unmapped variables (no canonical parameter maps to them):")
-            for u in report.unmapped:
-                console.print(f"  {u.name} {list(u.shape)}: {u.verdict}", markup=False)
-        else:
-            console.print(report.to_markdown().split("\n## ", 1)[-1], markup=False)
-    return 0 if report.passed else 1
+    if report.passed:
+        console.print("verdict: pass")
+        if report.unmapped:
+            console.print("unmapped variables (no canonical parameter maps to them):")
+        for u in report.unmapped:
+            console.print(f"  {u.name} {list(u.shape)}: {u.verdict}", markup=False)
+        return 0
+    if network and report.network is not None and report.network.first_divergence:
+        console.print(f"first divergence: {report.network.first_divergence}", markup=False)
+    text = report.to_markdown()
+    for section in ("Canonical parameters no variable fits", "Diagnosis", "Unmapped variables", "Notes"):
+        if f"\n## {section}\n" in text:
+            console.print(f"## {section}" + text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0],
+                          markup=False)
+    line = report.network.explanation_line() if network and report.network is not None else None
+    if line:
+        console.print(line, markup=False)
+    return 1
 
 
 DESCRIPTION = ("Cross-check, inspect, convert, compare, verify and time SE, ECA and CBAM attention modules "
@@ -733,23 +894,43 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--keep-rest", action="store_true", help="copy non-attention keys between same-framework layouts")
     conv.add_argument("--force", action="store_true", help="overwrite DST")
     _add_discovery_options(conv)
-    dif = command("diff", "compare the attention modules of two checkpoints, in any layouts",
+    dif = command("diff", "compare the attention modules, or with --model every tensor of a whole network, of two "
+                          "checkpoints, in any layouts",
                   "Exit 0 when every module and tensor matches within the tolerance, 1 otherwise (a difference, "
-                  "or a module that could not be compared), 2 for bad input (nothing to compare included).")
+                  "or a module that could not be compared; with --model a tensor missing, unexpected or "
+                  "mis-shaped), 2 for bad input (nothing to compare included).")
     dif.add_argument("a", metavar="A", help="the reference file")
     dif.add_argument("b", metavar="B", help="the file compared with it")
     dif.add_argument("--from-a", choices=FILE_LAYOUTS, metavar="LAYOUT",
-                     help="A's layout (default: declared, else from its keys)")
+                     help="A's layout (default: declared, else from its keys); with --model one of "
+                          f"{net_layouts}")
     dif.add_argument("--from-b", choices=FILE_LAYOUTS, metavar="LAYOUT",
-                     help="B's layout (default: declared, else from its keys)")
+                     help="B's layout (default: declared, else from its keys); with --model one of "
+                          f"{net_layouts}")
+    dif.add_argument("--model", metavar="NAME", type=_network_model,
+                     help="compare every tensor of a whole network of reference.nets (e.g. seresnet50; "
+                          "num_classes read from each file), or auto to detect each file's network from its keys "
+                          "and shapes; a file that is not exactly the network is read in the layout that fits it "
+                          "best, and its missing, unexpected and mis-shaped tensors listed (default: attention "
+                          "modules alone)")
     dif.add_argument("--atol", type=float, default=0.0, help="absolute tolerance (default 0: exact)")
     dif.add_argument("--rtol", type=float, default=0.0, help="tolerance relative to |A| (default 0: exact)")
-    dif.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    dif.add_argument("--json", action="store_true", help="print the comparison as JSON (with --model: every tensor)")
     _add_discovery_options(dif, keras_model=False, scope="; applies to both files")
-    ver = command("verify", "check your own SE/ECA/CBAM port against the oracle and name the bug",
-                  "Exit 0 pass, 1 fail, 2 bad input.")
+    ver = command("verify", "check your own SE/ECA/CBAM block or whole network against the oracle and name the bug",
+                  "Exit 0 pass, 1 fail, 2 bad input. A whole network (--model) is compared stage by stage; the "
+                  "first stage that leaves the tolerance is located and its bug named.")
     ver.add_argument("target", metavar="PATH.py:FACTORY", help="a file and a function in it that returns your module")
-    ver.add_argument("--spec", required=True, help='what it should compute, e.g. "SE(channels=64, ratio=16)"')
+    ver.add_argument("--spec", help='a block: what it should compute, e.g. "SE(channels=64, ratio=16)"')
+    ver.add_argument("--model", metavar="NAME", help="a whole network: its name (docs/reference/networks.md lists "
+                     "them, e.g. seresnet18, EfficientNetB0)")
+    ver.add_argument("--num-classes", type=int, metavar="N", help="with --model: the classifier's classes "
+                     "(default: the model's, 1000)")
+    ver.add_argument("--tap", action="append", metavar="STAGE=MODULE",
+                     help="with --model: read stage STAGE (stem or a block path such as layer2.0) at your "
+                          "module MODULE's output, where its name differs (repeatable)")
+    ver.add_argument("--check-training", action="store_true",
+                     help="with --model: also run two training-mode forwards and check BatchNorm's momentum")
     ver.add_argument("--data-format", choices=("channels_last", "channels_first"), default=None,
                      help="the data format to feed your module (default: torch channels_first, NNX channels_last, "
                           "Keras its layer's data_format; a callable that takes data_format: both)")

@@ -125,7 +125,7 @@ class DiffResult:
         """``bit-exact``, ``equal within ...``, ``incomplete: ...`` (what was compared matches, but not
         everything could be), or ``different``."""
         if self.equal:
-            return "bit-exact" if self.bit_exact else f"equal within atol={self.atol:g}, rtol={self.rtol:g}"
+            return equal_verdict(self.bit_exact, self.atol, self.rtol)
         if self.modules and all(m.equal for m in self.modules):
             left = len(self.unresolved_a) + len(self.unresolved_b)
             return f"incomplete: {left} modules could not be compared"
@@ -133,8 +133,7 @@ class DiffResult:
 
     def warnings(self) -> list[str]:
         """One line per tensor holding NaN or infinite values."""
-        return [f"{t.key} holds {n} NaN/Inf values in {side}" for t in self.tensors()
-                for side, n in (("A", t.nonfinite_a), ("B", t.nonfinite_b)) if n]
+        return nonfinite_lines(self.tensors())
 
     def tensors(self) -> list[TensorDiff]:
         return [t for m in self.modules for t in m.tensors]
@@ -151,27 +150,12 @@ class DiffResult:
                 continue
             if not m.spec_match:
                 lines.append(f"spec mismatch at {where}: A {m.spec_a} vs B {m.spec_b}")
-            for t in m.tensors:
-                if t.status in ("missing", "unexpected"):
-                    lines.append(f"{t.status} tensor {t.key}")
-                elif t.status == "shape mismatch":
-                    lines.append(f"shape mismatch for {t.key}: A {tuple(t.shape_a)} vs B {tuple(t.shape_b)}")
-                elif t.status == "differs":
-                    lines.append(f"{t.key} differs: max abs {t.max_abs:.3g}, max rel {t.max_rel:.3g}")
+            lines += [line for t in m.tensors if (line := tensor_problem(t))]
         return lines
 
     def to_json(self) -> dict:
         """A JSON-ready dict (non-finite floats as the strings "inf" / "nan")."""
-        def clean(v):
-            if isinstance(v, float) and not math.isfinite(v):
-                return str(v)
-            if isinstance(v, dict):
-                return {k: clean(x) for k, x in v.items()}
-            if isinstance(v, list):
-                return [clean(x) for x in v]
-            return v
-
-        out = clean(asdict(self))
+        out = jsonable(asdict(self))
         out["equal"], out["bit_exact"], out["complete"] = self.equal, self.bit_exact, self.complete
         out["verdict"] = self.verdict()
         for m, mj in zip(self.modules, out["modules"]):
@@ -204,19 +188,65 @@ def _nonfinite(v) -> int:
     return int(np.count_nonzero(~np.isfinite(np.asarray(v, dtype=np.float64))))
 
 
-def _tensor(prefix: str, name: str, a, b, atol: float, rtol: float) -> TensorDiff:
+def equal_verdict(bit_exact: bool, atol: float, rtol: float) -> str:
+    """The verdict of two files found equal: ``bit-exact``, else ``equal within atol=..., rtol=...``."""
+    return "bit-exact" if bit_exact else f"equal within atol={atol:g}, rtol={rtol:g}"
+
+
+def jsonable(value):
+    """``value`` (dicts, lists, numbers) for JSON: non-finite floats as the strings "inf" / "nan"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: jsonable(x) for k, x in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(x) for x in value]
+    return value
+
+
+def check_tolerances(atol, rtol) -> None:
+    """`BadInput` naming the flag where ``atol`` or ``rtol`` is not a non-negative number (NaN included)."""
+    for what, tol in (("atol", atol), ("rtol", rtol)):
+        if not (isinstance(tol, (int, float)) and tol >= 0):  # also refuses NaN
+            raise BadInput(f"--{what} must be a non-negative number, got {tol!r}")
+
+
+def nonfinite_lines(tensors) -> list[str]:
+    """One line per `TensorDiff` holding NaN or infinite values, on either side."""
+    return [f"{t.key} holds {n} NaN/Inf values in {side}" for t in tensors
+            for side, n in (("A", t.nonfinite_a), ("B", t.nonfinite_b)) if n]
+
+
+def tensor_problem(t: TensorDiff) -> str | None:
+    """The one line naming what is wrong with tensor ``t`` by its full key, or None where it matches."""
+    if t.status in ("missing", "unexpected"):
+        return f"{t.status} tensor {t.key}"
+    if t.status == "shape mismatch":
+        return f"shape mismatch for {t.key}: A {tuple(t.shape_a)} vs B {tuple(t.shape_b)}"
+    if t.status == "differs":
+        return f"{t.key} differs: max abs {t.max_abs:.3g}, max rel {t.max_rel:.3g}"
+    return None
+
+
+def tensor_diff(prefix: str, name: str, a, b, atol: float, rtol: float, cls=TensorDiff, **extra) -> TensorDiff:
+    """One tensor compared (``a`` None: unexpected, ``b`` None: missing), as a ``cls`` (`TensorDiff` or a
+    subclass, whose further fields come in ``extra``): shapes, dtypes, max abs / rel, within, bit-exact."""
     if b is None or a is None:
         v = a if b is None else b
         side = dict(shape_a=list(v.shape), dtype_a=np.dtype(v.dtype).name) if b is None else \
             dict(shape_b=list(v.shape), dtype_b=np.dtype(v.dtype).name)
-        return TensorDiff(prefix, name, "missing" if b is None else "unexpected", **side)
-    t = TensorDiff(prefix, name, "ok", list(a.shape), list(b.shape), np.dtype(a.dtype).name, np.dtype(b.dtype).name)
+        return cls(prefix, name, "missing" if b is None else "unexpected", **side, **extra)
+    t = cls(prefix, name, "ok", list(a.shape), list(b.shape), np.dtype(a.dtype).name, np.dtype(b.dtype).name, **extra)
     if a.shape != b.shape:
         t.status = "shape mismatch"
         return t
-    t.nonfinite_a, t.nonfinite_b = _nonfinite(a), _nonfinite(b)
-    t.max_abs, t.max_rel, within = compare_arrays(a, b, atol, rtol)
     t.bit_exact = a.dtype == b.dtype and np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()
+    if t.bit_exact:  # what compare_arrays gives for the same bytes (NaN matches NaN), without its float64 copies
+        t.nonfinite_a = t.nonfinite_b = _nonfinite(a)
+        t.max_abs, t.max_rel, within = 0.0, 0.0, True
+    else:
+        t.nonfinite_a, t.nonfinite_b = _nonfinite(a), _nonfinite(b)
+        t.max_abs, t.max_rel, within = compare_arrays(a, b, atol, rtol)
     t.status = "ok" if within else "differs"
     return t
 
@@ -238,9 +268,7 @@ def diff(a, b, *, layout_a: str | None = None, layout_b: str | None = None, atol
     `BadInput` for unreadable input, a negative / NaN tolerance, or two files without one readable
     attention module between them (nothing to compare).
     """
-    for what, tol in (("atol", atol), ("rtol", rtol)):
-        if not (isinstance(tol, (int, float)) and tol >= 0):  # also refuses NaN
-            raise BadInput(f"--{what} must be a non-negative number, got {tol!r}")
+    check_tolerances(atol, rtol)
     found_a = discover(a, layout_a, preset=preset, channels=channels)
     found_b = discover(b, layout_b, preset=preset, channels=channels)
     if not found_a.bundle and not found_b.bundle:
@@ -257,13 +285,13 @@ def diff(a, b, *, layout_a: str | None = None, layout_b: str | None = None, atol
         if entry_a is None or entry_b is None:
             status = "missing" if entry_b is None else "unexpected"
             params = (entry_a or entry_b)[1]
-            tensors = [_tensor(prefix, n, v if entry_b is None else None, v if entry_a is None else None, atol, rtol)
-                       for n, v in params.items()]
+            tensors = [tensor_diff(prefix, n, v if entry_b is None else None, v if entry_a is None else None,
+                                   atol, rtol) for n, v in params.items()]
             result.modules.append(ModuleDiff(prefix, status, spec_a, spec_b, tensors=tensors))
             continue
         pa, pb = entry_a[1], entry_b[1]
         names = list(pa) + [n for n in pb if n not in pa]
-        tensors = [_tensor(prefix, n, pa.get(n), pb.get(n), atol, rtol) for n in names]
+        tensors = [tensor_diff(prefix, n, pa.get(n), pb.get(n), atol, rtol) for n in names]
         result.modules.append(ModuleDiff(prefix, "both", spec_a, spec_b, same_module(entry_a[0], entry_b[0]),
                                          entry_a[0] == entry_b[0], tensors))
     return result

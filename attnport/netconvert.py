@@ -720,6 +720,28 @@ def resolve_file(path, state: dict, metadata: dict, model: str | None, layout: s
     return resolve(state, path, model=model, layouts=layouts)
 
 
+def read_network_file(path, model: str | None, layout: str | None = None) -> tuple[dict, dict, str | None]:
+    """``(tensors, metadata, layout)`` of a whole-network file, for `resolve_file`: a ``.weights.h5`` is read as
+    keras.applications' own file of network ``model`` (`read_keras_application_file`; ``layout`` becomes
+    ``"keras-applications"``), any other file by `attnport.files.read_weights` (``layout`` as given)."""
+    from .files import read_weights
+
+    if not str(path).endswith(KERAS_WEIGHTS):
+        tensors, metadata = read_weights(path)
+        return tensors, metadata, layout
+    if layout not in (None, "keras-applications"):
+        raise BadInput(f"{path}: a Keras .weights.h5 is read as a whole network only in the keras-applications "
+                       "layout (keras.applications' own file); convert attnport's own Keras network from its "
+                       ".safetensors form (--to keras writes one too)")
+    if model in (None, AUTO):
+        raise BadInput(f"{path}: attnport's own Keras .weights.h5 is not read back as a whole network (convert "
+                       "from its .safetensors form); a keras.applications .weights.h5 names its variables by "
+                       "layer type, so its model must be given: --model MobileNetV3Small, MobileNetV3Large or "
+                       "EfficientNetB0")
+    tensors, metadata = read_keras_application_file(path, model)
+    return tensors, metadata, "keras-applications"
+
+
 def network_metadata(spec, layout: str) -> dict[str, str]:
     return {"format": NETWORK_FORMAT, "format_version": NETWORK_FORMAT_VERSION, "layout": layout,
             "network": spec.name, "spec": json.dumps({f.name: list(v) if isinstance(v := getattr(spec, f.name), tuple)
@@ -957,6 +979,6 @@ def _verify_keras(tmp, spec, dtype, model, tf_impl) -> None:
 
 
 __all__ = ["NETWORK_LAYOUTS", "TORCH_LAYOUTS", "OWN_LAYOUTS", "NETWORK_FORMAT", "AUTO", "Slot", "Row", "Report",
-           "Reading", "Resolved", "slots", "check_state", "describe", "read_network", "write_network", "plan",
-           "convert_network", "resolve", "resolve_file", "declared_network", "network_metadata", "write_network_file",
-           "convert_network_file", "write_keras_weights"]
+           "Reading", "Resolved", "slots", "check_state", "describe", "read_network", "read_network_file",
+           "write_network", "plan", "convert_network", "resolve", "resolve_file", "declared_network",
+           "network_metadata", "write_network_file", "convert_network_file", "write_keras_weights"]

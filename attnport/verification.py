@@ -491,17 +491,38 @@ def map_params(spec, natives, framework, partial: bool = False) -> dict:
     """Match ``spec.param_table()`` in order to ``natives`` [(name, shape, setter)] by shape (see module doc).
     ``partial``: a canonical parameter nothing fits goes to ``missing`` instead of raising `MappingError`."""
     used, assign, missing = set(), [], []
-    for info in spec.param_table():
-        leaf = KIND_LAYOUTS[info.kind][framework].leaf
+    table = spec.param_table()
+
+    def own_name(info):
         path = reference.native(info, framework)[0]
-        tiers = (lambda n: n == path or n.endswith("." + path),  # our own naming (fc1.kernel, bn.scale, ...)
+        return lambda n: n == path or n.endswith("." + path)  # our own naming (fc1.kernel, bn.scale, ...)
+
+    # a variable named as some parameter is that parameter's alone: the shape tiers never take it for another
+    # (its exact name first, then a name ending in it: "bn1.weight" is not "layer1.0.bn1.weight"'s owner)
+    owner = {}
+    for exact in (True, False):
+        claimed = set(owner.values())
+        # the longest names first: "layer1.0.bn1.weight" claims "backbone.layer1.0.bn1.weight" before
+        # "bn1.weight" could; each parameter claims one variable
+        for info in sorted(table, key=lambda i: -len(reference.native(i, framework)[0])):
+            if info.name in claimed:
+                continue
+            path, named = reference.native(info, framework)[0], own_name(info)
+            shapes = {shape for _, _, shape in _shape_options(info, framework)}
+            for j, (name, nshape, _) in enumerate(natives):
+                if j not in owner and nshape in shapes and (name == path if exact else named(name)):
+                    owner[j] = info.name
+                    break
+    for info in table:
+        leaf = KIND_LAYOUTS[info.kind][framework].leaf
+        tiers = (own_name(info),
                  lambda n: n.split(".")[-1] == leaf,  # the framework's leaf name
                  lambda n: True)  # any variable of a fitting shape, in order
         found = None
         for tier in tiers:
             for label, fn, shape in _shape_options(info, framework):
                 for j, (name, nshape, put) in enumerate(natives):
-                    if j in used or nshape != shape or not tier(name):
+                    if j in used or nshape != shape or not tier(name) or owner.get(j, info.name) != info.name:
                         continue
                     found = (j, label, fn)
                     break
