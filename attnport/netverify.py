@@ -562,8 +562,10 @@ def _cl(a, df):
     return a.transpose(0, 2, 3, 1) if df == "channels_first" and a.ndim == 4 else a
 
 
-def observe(runner, spec, p64, seed, taps=None) -> tuple[list, dict, list]:
-    """Run the battery on the candidate with its taps read: ``(observed, located, notes)``."""
+def observe(runner, spec, p64, seed, taps=None, oracle=None) -> tuple[list, dict, list]:
+    """Run the battery on the candidate with its taps read: ``(observed, located, notes)``; ``oracle``
+    holds the oracle's stage outputs by input name where they were computed already."""
+    oracle = {} if oracle is None else oracle
     from .verification import battery
 
     stages = reference.nets.stages(spec)
@@ -585,7 +587,9 @@ def observe(runner, spec, p64, seed, taps=None) -> tuple[list, dict, list]:
         for stage, (name, end) in located.items():
             if name in seen:
                 got[stage] = _cl(seen[name][0 if end == "input" else 1], df)
-        observed.append(Observed(case.x, got, run_stages(stages, p64, case.x)))
+        if case.name not in oracle:
+            oracle[case.name] = run_stages(stages, p64, case.x)
+        observed.append(Observed(case.x, got, oracle[case.name]))
     missing = [s.name for s in stages if s.name != "head" and s.name not in located]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")

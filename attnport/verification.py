@@ -65,7 +65,7 @@ from reference.layout import KIND_LAYOUTS
 from reference.rules import floor_width, make_divisible, round_half_up
 from reference.se import SE
 
-from . import backends
+from . import backends, netverify
 
 FORMATS = ("channels_last", "channels_first")
 MAPPING_LINES = 40  # to_markdown lists this many mapping lines (a whole network has hundreds)
@@ -949,6 +949,7 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
     step("battery")
     runs = _battery_runs(runner, spec, seed)
     network = reference.nets.is_network(spec)
+    oracle = {}  # a network's oracle stage outputs by battery input
     if network:
         report.tolerance_rule = NETWORK_TOLERANCE_RULE
     for case, df, x, y in runs:
@@ -958,7 +959,12 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
             report.cases.append(CaseResult(case.name, df, shape, None, None, tol.rtol, tol.atol, False,
                                            f"{type(y).__name__}: {y}"))
             continue
-        ref = reference.forward(spec, p64, x, df)
+        if network:  # every stage's output, once per input: the logits here, the stages in netverify
+            if case.name not in oracle:
+                oracle[case.name] = netverify.run_stages(reference.nets.stages(spec), p64, case.x)
+            ref = oracle[case.name][-1]
+        else:
+            ref = reference.forward(spec, p64, x, df)
         if network:  # logits: the network tolerance (docs/explanation/tolerance.md "Whole networks")
             tol = reference.network_tolerance(spec, runner.dtype, ref)
         y = np.asarray(y, dtype=np.float64)
@@ -976,7 +982,7 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
         else:
             report.notes.append("loaded by the given loader: unmapped variables are not known, so not checked")
     if network:
-        _verify_network(runner, spec, params, p64, seed, taps, check_training, report, step)
+        _verify_network(runner, spec, params, p64, seed, taps, check_training, report, step, oracle)
     elif not all(c.passed for c in report.cases):
         _diagnose(runner, spec, p64, runs, loader, seed, report)
     report.diagnosis += [d for d in extra
@@ -985,17 +991,15 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
     return report
 
 
-def _verify_network(runner, spec, params, p64, seed, taps, check_training, report, step) -> None:
+def _verify_network(runner, spec, params, p64, seed, taps, check_training, report, step, oracle) -> None:
     """The stage-by-stage comparison, the first divergence and its diagnosis (`attnport.netverify`)."""
-    from . import netverify
-
     if runner.framework == "callable":
         report.notes.append("a plain callable is compared at its logits only: it has no modules to read")
         if not all(c.passed for c in report.cases):
             report.notes.append(NO_EXPLANATION + ": no intermediate outputs to locate the bug by")
         return
     step("stages")
-    observed, located, notes = netverify.observe(runner, spec, p64, seed, taps)
+    observed, located, notes = netverify.observe(runner, spec, p64, seed, taps, oracle)
     report.notes += notes
     rows = netverify.stage_table(spec, runner.dtype, observed, located)
     if not all(c.passed for c in report.cases) and rows and rows[-1].passed is None:

@@ -8,6 +8,7 @@ import reference
 from attnport.specparse import parse_spec
 
 from helpers import run_cli as run
+from helpers import run_in_process
 
 PORTS = textwrap.dedent('''
     import numpy as np
@@ -176,3 +177,71 @@ def test_pass_output_lists_unmapped_variables(tmp_path):
     code, out, _ = run("verify", f"{path}:build", "--spec", "SE(16)", "--json")
     assert code == 0 and json.loads(out)["unmapped"] == [
         {"name": "running_gate", "shape": [3], "changes_output": False}]
+
+
+# --------------------------------------------------------------------------- whole networks (--model)
+NET_PORTS = textwrap.dedent('''
+    import sys
+    sys.path.insert(0, {tests!r})
+    from gallery import net_torch_ports as ports
+
+    def good():
+        return ports.build(ports.SMALL)
+
+    def wrong_eps():
+        return ports.build(ports.SMALL, ("bn_eps@layer2.0.bn2",))
+''')
+
+
+@pytest.fixture()
+def net_ports(tmp_path, monkeypatch):
+    """The torch gallery's ports, verified against a registered name: the small SE-ResNet is registered
+    for the test as ``seresnet10`` (reference.nets.get reads the registry at call time)."""
+    import pathlib
+
+    from reference.nets import zoo
+
+    tests = str(pathlib.Path(__file__).parent)
+    entry = zoo.ZOO["seresnet18"]
+    monkeypatch.setitem(zoo.ZOO, "seresnet10", entry._replace(fields={**entry.fields, "layers": (1, 1, 1, 1)}))
+    path = tmp_path / "mynet.py"
+    path.write_text(NET_PORTS.format(tests=tests))
+    return path
+
+
+def test_a_correct_network_passes_with_every_stage_in_the_table(net_ports, capsys):
+    code, out, _ = run_in_process(capsys, "verify", f"{net_ports}:good", "--model", "seresnet10", "--num-classes", "10")
+    assert code == 0 and "verdict: pass" in out
+    for stage in ("stem", "layer1.0", "layer4.0", "head"):
+        assert stage in out
+
+
+def test_a_wrong_network_names_the_layer_and_the_bug(net_ports, capsys):
+    code, out, _ = run_in_process(capsys, "verify", f"{net_ports}:wrong_eps", "--model", "seresnet10",
+                                  "--num-classes", "10")
+    assert code == 1
+    assert "FIRST DIVERGENCE" in out and "first divergence: layer2.0" in out
+    assert "bn_eps" in out and "layer2.0.bn2 with eps 0.001" in out
+    code, out, _ = run_in_process(capsys, "verify", f"{net_ports}:wrong_eps", "--model", "seresnet10",
+                                  "--num-classes", "10", "--json")
+    report = json.loads(out)
+    assert code == 1 and report["network"]["first_divergence"] == "layer2.0"
+    assert [d["name"] for d in report["diagnosis"]] == ["bn_eps"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["{ports}:good", "--model", "seresnet999"], "--model: unknown network 'seresnet999'"),
+    (["{ports}:good"], "exactly one of --spec SPEC (a block) or --model NAME"),
+    (["{ports}:good", "--model", "seresnet10", "--spec", "SE(8)"], "exactly one of --spec"),
+    (["{ports}:good", "--spec", "SE(8)", "--check-training"], "apply to --model"),
+    (["{ports}:good", "--model", "seresnet10", "--tap", "layer9.0=x"], "--tap: layer9.0 is not a stage"),
+    (["{ports}:good", "--model", "seresnet10", "--tap", "layer1.0"], "--tap needs STAGE=MODULE"),
+])
+def test_network_bad_input_exits_2(net_ports, capsys, argv, message):
+    code, out, err = run_in_process(capsys, "verify", *[a.format(ports=net_ports) for a in argv])
+    assert code == 2 and message in err and out == ""
+
+
+def test_an_unknown_network_exits_2_without_a_traceback(tmp_path):
+    code, _, err = run("verify", f"{tmp_path / 'none.py'}:f", "--model", "seresnet999")
+    assert code == 2 and "--model: unknown network 'seresnet999'" in err and "Traceback" not in err
