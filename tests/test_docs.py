@@ -166,6 +166,13 @@ def test_docs_list_every_verify_catalogue_entry():
         assert f"| `{entry.name}` |" in DOCS["how-to/verify-a-port.md"]
 
 
+def test_docs_list_every_network_catalogue_entry():
+    from attnport import netverify
+
+    for entry in (*netverify.NET_CATALOGUE, netverify.BN_MOMENTUM_ENTRY):
+        assert f"| `{entry.name}` |" in DOCS["how-to/verify-a-network.md"]
+
+
 def test_the_docs_site_builds_strictly(tmp_path):
     """`mkdocs build --strict`: a broken link, a missing page or an API entry that no longer exists fails."""
     pytest.importorskip("mkdocs")
