@@ -31,7 +31,6 @@ import numpy as np
 
 import reference
 from reference.nets import EXACT, Ops
-from reference.nets import layers as L
 
 NO_TAP = "not read"
 
