@@ -349,13 +349,21 @@ class ClassifierRead(_At):
 
 
 class Preprocessing(_At):
-    def __init__(self, where, times):
+    """The preprocessing run ``times`` times, after an extra rescale (`reference.nets.mobile.RESCALES`) with
+    ``rescale_first``."""
+
+    def __init__(self, where, times, rescale_first=False):
         super().__init__(where)
-        self.times = times
+        self.times, self.rescale_first = times, rescale_first
 
     def preprocess(self, name, spec, p, x):
         if name not in self.where:
             return super().preprocess(name, spec, p, x)
+        if self.rescale_first:
+            from reference.nets.mobile import RESCALES
+
+            scale, offset = RESCALES[spec.preprocessing]
+            x = x * scale + offset
         for _ in range(self.times):
             x = super().preprocess(name, spec, p, x)
         return x
@@ -485,6 +493,9 @@ def _alt_preprocessing(spec, span, every):
         if getattr(spec, "preprocessing", "none") != "none":
             out.append(NetAlternative(f"{spec.preprocessing} applied twice", Preprocessing([n], 2)))
             out.append(NetAlternative(f"{spec.preprocessing} not applied", Preprocessing([n], 0)))
+            if spec.preprocessing == "keras_efficientnet":  # x / 255 outside too, then the model's own
+                out.append(NetAlternative(f"{spec.preprocessing}'s rescale applied outside too, before the model's "
+                                          "own preprocessing", Preprocessing([n], 1, rescale_first=True)))
     return out
 
 
@@ -586,9 +597,10 @@ def observe(runner, spec, p64, seed, taps=None, oracle=None) -> tuple[list, dict
         for stage, (name, end) in located.items():
             if name in seen:
                 got[stage] = _cl(seen[name][0 if end == "input" else 1], df)
+        x = case.x.astype(runner.np_dtype).astype(np.float64)  # the input as the candidate got it
         if case.name not in oracle:
-            oracle[case.name] = run_stages(stages, p64, case.x)
-        observed.append(Observed(case.x, got, oracle[case.name]))
+            oracle[case.name] = run_stages(stages, p64, x)
+        observed.append(Observed(x, got, oracle[case.name]))
     missing = [s.name for s in stages if s.name != "head" and s.name not in located]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")

@@ -960,8 +960,9 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
                                            f"{type(y).__name__}: {y}"))
             continue
         if network:  # every stage's output, once per input: the logits here, the stages in netverify
-            if case.name not in oracle:
-                oracle[case.name] = netverify.run_stages(reference.nets.stages(spec), p64, case.x)
+            if case.name not in oracle:  # on the input as the candidate got it (rounded to its dtype)
+                oracle[case.name] = netverify.run_stages(reference.nets.stages(spec), p64,
+                                                         case.x.astype(runner.np_dtype).astype(np.float64))
             ref = oracle[case.name][-1]
         else:
             ref = reference.forward(spec, p64, x, df)

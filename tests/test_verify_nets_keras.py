@@ -136,26 +136,15 @@ def test_preprocessing_applied_twice_around_a_nested_model(gallery, reports):
     assert all(r.passed is None and r.tap is None for r in rows[:-1])
     assert rows[-1].stage == "head" and rows[-1].passed is False
     assert any(n.startswith("no module of the candidate matched stem, blocks.0.0") for n in report.notes)
-    # TODO: tf_impl/adapter.py KerasAdapter.run_tapped builds its probe keras.Model(inputs, [logits] + taps);
-    # with no tap (this nested model) the probe returns the logits tensor itself, not a one-element list, so
-    # ``out[0]`` is the logits' first row: the head row reads "shape [10], expected [1, 10]" and no alternative
-    # can agree. The fix: return ``self.call(module, t), {}`` when no tap is wanted (or wrap a lone output in a
-    # list); then this test checks the diagnosis below (it passes with that fix applied).
-    if rows[-1].error == "shape [10], expected [1, 10]":
-        pytest.xfail("tf_impl run_tapped reads the logits' first row when no tap is read")
     assert rows[-1].error is None, rows[-1].error
     _assert_diagnosed(gallery, report, "preprocessing_twice")
     assert report.diagnosis[0].detail == "keras_mobilenetv3 applied twice"
 
 
-# TODO: attnport/netverify.py _alt_preprocessing models "applied twice" as the spec's whole preprocessing run
-# twice. keras.applications' EfficientNetB0 preprocesses with Rescaling(1 / 255) then Normalization
-# (keras/src/applications/efficientnet.py), and a user who rescales outside too rescales twice but normalizes
-# once: normalize(x / 255 / 255), which neither catalogue alternative computes, so a full verify of this port
-# names nothing (measured: ~100 s of whole-network diagnosis, too slow for this module; here only the entry's
-# own alternatives at the logits). Remove the xfail when the entry also proposes the spec's rescaling applied
-# once more before the model's own preprocessing.
-@pytest.mark.xfail(strict=True, reason="netverify's preprocessing entry has no 'rescaled outside too' alternative")
+# keras.applications' EfficientNetB0 preprocesses with Rescaling(1 / 255) then Normalization
+# (keras/src/applications/efficientnet.py): a user who rescales outside too computes normalize(x / 255 / 255).
+# A full verify of that port runs the diagnosis over every stage at the logits (slow), so this checks the
+# entry's own alternatives at the logits.
 def test_efficientnet_rescaled_outside_too_is_a_preprocessing_alternative(gallery):
     bridge = get_bridge("tf")
     spec = reference.nets.get("EfficientNetB0", num_classes=10)
@@ -175,4 +164,5 @@ def test_efficientnet_rescaled_outside_too_is_a_preprocessing_alternative(galler
     for alt in alternatives:
         want = netverify.run_stages(stages, params, x, alt.here)[-1]
         agree.append(bool(reference.within(got, want, reference.network_tolerance(spec, "float64", want))))
-    assert any(agree), details
+    assert [d for d, a in zip(details, agree) if a] == [
+        "keras_efficientnet's rescale applied outside too, before the model's own preprocessing"], details

@@ -107,7 +107,9 @@ class KerasAdapter(Adapter):
             probe = keras.Model(module.inputs, [module.outputs[0]] + [e for pair in ends for e in pair])
         except Exception:  # noqa: BLE001 - not a functional graph (or a layer called twice): no taps
             return self.call(module, t), {}
-        out = [keras.ops.convert_to_numpy(o) for o in probe([t] * len(module.inputs), training=False)]
+        outs = probe([t] * len(module.inputs), training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]  # a lone output comes back bare
+        out = [keras.ops.convert_to_numpy(o) for o in outs]
         return out[0], {n: (out[1 + 2 * i], out[2 + 2 * i]) for i, n in enumerate(wanted)}
 
     def run_training(self, module, t):
