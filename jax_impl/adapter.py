@@ -140,31 +140,41 @@ class NNXAdapter(Adapter):
                 if path and isinstance(node, nnx.Module)]
 
     def run_tapped(self, module, t, names):
-        """An eager call with ``__call__`` of the named modules' classes intercepted (and put back after)."""
-        wanted = {id(node): ".".join(map(str, path)) for path, node in nnx.iter_graph(module)
-                  if path and isinstance(node, nnx.Module) and ".".join(map(str, path)) in names}
-        classes = {type(node) for _, node in nnx.iter_graph(module) if id(node) in wanted}
-        seen, saved = {}, {cls: cls.__dict__.get("__call__") for cls in classes}
+        """One jitted call with ``__call__`` of the named modules' classes intercepted while it traces (and put
+        back after): the taps are outputs of the compiled function, so XLA compiles the network once per
+        input shape, not each operation."""
+        graphdef, state = nnx.split(module)
+        paths = {".".join(map(str, path)): node for path, node in nnx.iter_graph(module)
+                 if path and isinstance(node, nnx.Module)}
+        classes = {type(node) for name, node in paths.items() if name in names}
+        saved = {cls: cls.__dict__.get("__call__") for cls in classes}
 
-        def intercept(call):
+        def intercept(call, wanted, seen):
             def __call__(self, *args, **kwargs):
                 y = call(self, *args, **kwargs)
                 name = wanted.get(id(self))
                 if name is not None and name not in seen and args:
-                    seen[name] = (np.asarray(args[0]), np.asarray(y))
+                    seen[name] = (args[0], y)
                 return y
             return __call__
-        try:
+
+        def tapped(state, x):
+            model = nnx.merge(graphdef, state)
+            wanted = {id(node): ".".join(map(str, path)) for path, node in nnx.iter_graph(model)
+                      if path and ".".join(map(str, path)) in names}
+            seen = {}
             for cls in classes:
-                cls.__call__ = intercept(cls.__call__)
-            y = module(t)
-        finally:
-            for cls, call in saved.items():
-                if call is None:
-                    del cls.__call__
-                else:
-                    cls.__call__ = call
-        return y, seen
+                cls.__call__ = intercept(saved[cls] or cls.__call__, wanted, seen)
+            try:
+                return model(x), seen
+            finally:
+                for cls, call in saved.items():
+                    if call is None:
+                        del cls.__call__
+                    else:
+                        cls.__call__ = call
+        y, seen = jax.jit(tapped)(state, t)
+        return y, {name: (np.asarray(a), np.asarray(b)) for name, (a, b) in seen.items()}
 
     def run_training(self, module, t):
         modes = [(node, node.use_running_average) for _, node in nnx.iter_graph(module)
