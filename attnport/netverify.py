@@ -572,40 +572,44 @@ def _cl(a, df):
     return a.transpose(0, 2, 3, 1) if df == "channels_first" and a.ndim == 4 else a
 
 
-def observe(runner, spec, p64, seed, taps=None, oracle=None) -> tuple[list, dict, list]:
-    """Run the battery on the candidate with its taps read: ``(observed, located, notes)``; ``oracle``
-    holds the oracle's stage outputs by input name where they were computed already."""
-    oracle = {} if oracle is None else oracle
+def request_taps(runner, spec, taps=None) -> dict:
+    """`locate` the stages among the candidate's modules and ask ``runner`` to read them in its battery runs
+    (one run per input gives the logits and every stage)."""
+    df = (runner.own_formats() or list(runner.layers))[0]
+    layer = runner.layers[df]
+    located = locate(runner.adapter.tap_names(layer), [s.name for s in reference.nets.stages(spec)], taps)
+    runner.tap_request = tuple(sorted({n for n, _ in located.values()}))
+    return located
+
+
+def observe(runner, spec, p64, seed, located, oracle) -> tuple[list, list]:
+    """The candidate's stage outputs as its battery runs read them (`request_taps`), channels-last, next to
+    the oracle's (``oracle``: stage outputs by input name, filled where missing): ``(observed, notes)``."""
     from .verification import battery
 
     stages = reference.nets.stages(spec)
     df = (runner.own_formats() or list(runner.layers))[0]
-    layer, a = runner.layers[df], runner.adapter
-    located = locate(a.tap_names(layer), [s.name for s in stages], taps)
-    names = sorted({n for n, _ in located.values()})
     observed, notes = [], []
     for case in battery(spec, seed):
-        x_native = case.x.transpose(0, 3, 1, 2) if df == "channels_first" else case.x
-        with a.scope(runner.np_dtype):
-            try:
-                y, seen = a.run_tapped(layer, a.to_tensor(x_native.astype(runner.np_dtype)), names)
-                y = a.to_numpy(y)
-            except Exception as e:  # noqa: BLE001 - the candidate fails here: the logits cases say so
-                notes.append(f"intermediate outputs not read on {case.name}: {type(e).__name__}: {e}")
-                continue
-        got = {"head": np.asarray(y, dtype=np.float64)}
-        for stage, (name, end) in located.items():
-            if name in seen:
-                got[stage] = _cl(seen[name][0 if end == "input" else 1], df)
+        x_native = (case.x.transpose(0, 3, 1, 2) if df == "channels_first" else case.x).astype(runner.np_dtype)
+        read = runner.tapped.get((df, x_native.shape, x_native.tobytes()))
+        if read is None:  # the candidate raised on this input: the logits cases say so
+            notes.append(f"intermediate outputs not read on {case.name}: the candidate failed there")
+            continue
+        seen, logits = read
         x = case.x.astype(runner.np_dtype).astype(np.float64)  # the input as the candidate got it
         if case.name not in oracle:
             oracle[case.name] = run_stages(stages, p64, x)
+        got = {"head": np.asarray(logits, dtype=np.float64)}
+        for stage, (name, end) in located.items():
+            if name in seen:
+                got[stage] = _cl(seen[name][0 if end == "input" else 1], df)
         observed.append(Observed(x, got, oracle[case.name]))
     missing = [s.name for s in stages if s.name != "head" and s.name not in located]
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         notes.append(f"no module of the candidate matched {shown}: pass taps={{stage: module name}} to read them")
-    return observed, located, notes
+    return observed, notes
 
 
 def stage_table(spec, dtype, observed, located) -> list[StageResult]:
@@ -721,9 +725,17 @@ def check_training(runner, spec, params, seed) -> tuple[list, list]:
     df = (runner.own_formats() or list(runner.layers))[0]
     layer, a = runner.layers[df], runner.adapter
     names = {info.name: info for info in spec.param_table()}
-    means = [(c, n) for c, n in runner.assigned.get(df, []) if names[c].kind == "bn_mean"]
+    assigned = runner.assigned.get(df)
+    if not assigned:  # a loader put the weights in: find the running means as verify's own mapping would
+        from .verification import map_params
+
+        plan = map_params(spec, runner.natives(layer), runner.framework, partial=True)
+        assigned = [(info.name, native[0]) for info, native, _, _ in plan["assign"]]
+    means = [(c, n) for c, n in assigned if names[c].kind == "bn_mean"]
     if not means:
-        return [], []
+        return [Diagnosis("training_not_checked", "no BatchNorm running mean of the candidate was found, so its "
+                          "momentum was not checked", "give the BatchNorms' variables their canonical names "
+                          "(docs/how-to/verify-a-network.md)")], []
     x = battery(spec, seed)[0].x
     x = (x.transpose(0, 3, 1, 2) if df == "channels_first" else x).astype(runner.np_dtype)
     before = runner.read(layer)

@@ -356,6 +356,7 @@ class _Runner:
     def __init__(self, candidate, framework, data_format=None, dtype=None, spec=None):
         self.framework, self.params, self.notes = framework, None, []
         self.unused, self.wrote, self.assigned, self.missing = {}, set(), {}, []
+        self.tap_request, self.tapped = (), {}  # a network's module names to read, and what was read
         if framework == "callable":
             self.adapter, self.c = None, candidate
             self.dtype = dtype or "float64"
@@ -434,15 +435,21 @@ class _Runner:
                 self.wrote.add("params")
             y = _numeric(y, "the candidate")
         else:
-            a = self.adapter
+            a, layer = self.adapter, self.layers[data_format]
             with a.scope(self.np_dtype):
                 with _user_code("the candidate"):
-                    t = a.call(self.layers[data_format], a.to_tensor(mine))
+                    seen = None
+                    if self.tap_request and layer is self.c:  # a network: read its stages in the same run
+                        t, seen = a.run_tapped(layer, a.to_tensor(mine), self.tap_request)
+                    else:
+                        t = a.call(layer, a.to_tensor(mine))
                 try:
                     y = a.to_numpy(t)
                 except Exception:  # noqa: BLE001 - not one of the framework's tensors
                     raise BadCandidate(f"the candidate returned {_describe(t)}, not a tensor") from None
             y = _numeric(y, "the candidate", returned=t)
+            if seen is not None:
+                self.tapped[(data_format, x.shape, x.tobytes())] = (seen, y)
         if not _same(mine, x):
             self.wrote.add("input")
         return y
@@ -947,8 +954,10 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
         report.diagnosis = _shape_diagnosis(runner, spec, loader, seed, report)
         return report
     step("battery")
-    runs = _battery_runs(runner, spec, seed)
     network = reference.nets.is_network(spec)
+    located = netverify.request_taps(runner, spec, taps) if network and framework != "callable" else {}
+    runs = _battery_runs(runner, spec, seed)
+    runner.tap_request = ()  # the unmapped-variable re-runs need no taps
     oracle = {}  # a network's oracle stage outputs by battery input
     if network:
         report.tolerance_rule = NETWORK_TOLERANCE_RULE
@@ -983,7 +992,7 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
         else:
             report.notes.append("loaded by the given loader: unmapped variables are not known, so not checked")
     if network:
-        _verify_network(runner, spec, params, p64, seed, taps, check_training, report, step, oracle)
+        _verify_network(runner, spec, params, p64, seed, located, check_training, report, step, oracle)
     elif not all(c.passed for c in report.cases):
         _diagnose(runner, spec, p64, runs, loader, seed, report)
     report.diagnosis += [d for d in extra
@@ -992,7 +1001,7 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
     return report
 
 
-def _verify_network(runner, spec, params, p64, seed, taps, check_training, report, step, oracle) -> None:
+def _verify_network(runner, spec, params, p64, seed, located, check_training, report, step, oracle) -> None:
     """The stage-by-stage comparison, the first divergence and its diagnosis (`attnport.netverify`)."""
     if runner.framework == "callable":
         report.notes.append("a plain callable is compared at its logits only: it has no modules to read")
@@ -1000,7 +1009,7 @@ def _verify_network(runner, spec, params, p64, seed, taps, check_training, repor
             report.notes.append(NO_EXPLANATION + ": no intermediate outputs to locate the bug by")
         return
     step("stages")
-    observed, located, notes = netverify.observe(runner, spec, p64, seed, taps, oracle)
+    observed, notes = netverify.observe(runner, spec, p64, seed, located, oracle)
     report.notes += notes
     rows = netverify.stage_table(spec, runner.dtype, observed, located)
     if not all(c.passed for c in report.cases) and rows and rows[-1].passed is None:

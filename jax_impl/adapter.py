@@ -53,6 +53,55 @@ def _run(graphdef, state, x):
     return nnx.merge(graphdef, state)(x)
 
 
+_RECORDING: list = []  # the dict `_tapped` is filling while it traces (a stack: one entry per trace)
+
+
+@contextlib.contextmanager
+def _intercepted(classes):
+    """``__call__`` of ``classes`` wrapped to record each call of a module whose graph path `_tapped` asked
+    for (its first input and its output), put back on exit."""
+    saved = {cls: cls.__dict__.get("__call__") for cls in classes}
+
+    def wrap(call):
+        def __call__(self, *args, **kwargs):
+            y = call(self, *args, **kwargs)
+            if _RECORDING:
+                wanted, seen = _RECORDING[-1]
+                name = wanted.get(id(self))
+                if name is not None and name not in seen and args:
+                    seen[name] = (args[0], y)
+            return y
+        return __call__
+    try:
+        for cls in classes:
+            cls.__call__ = wrap(cls.__call__)
+        yield
+    finally:
+        for cls, call in saved.items():
+            if call is None:
+                del cls.__call__
+            else:
+                cls.__call__ = call
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _tapped(graphdef, names, state, x):
+    model = nnx.merge(graphdef, state)
+    wanted = {id(node): ".".join(map(str, path)) for path, node in nnx.iter_graph(model)
+              if path and ".".join(map(str, path)) in names}
+    _RECORDING.append((wanted, {}))
+    try:
+        y = model(x)
+        return y, _RECORDING[-1][1]
+    finally:
+        _RECORDING.pop()
+
+
+@nnx.jit
+def _train_step(module, x):
+    module(x)
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def _pullback(graphdef, params, rest, x, dy):
     def f(p, v):
@@ -140,40 +189,15 @@ class NNXAdapter(Adapter):
                 if path and isinstance(node, nnx.Module)]
 
     def run_tapped(self, module, t, names):
-        """One jitted call with ``__call__`` of the named modules' classes intercepted while it traces (and put
-        back after): the taps are outputs of the compiled function, so XLA compiles the network once per
-        input shape, not each operation."""
+        """One jitted call (`_tapped`, compiled once per module structure, names and input shape) whose
+        outputs are the logits and the named modules' inputs and outputs, read by intercepting their
+        classes' ``__call__`` while it traces."""
         graphdef, state = nnx.split(module)
-        paths = {".".join(map(str, path)): node for path, node in nnx.iter_graph(module)
-                 if path and isinstance(node, nnx.Module)}
-        classes = {type(node) for name, node in paths.items() if name in names}
-        saved = {cls: cls.__dict__.get("__call__") for cls in classes}
-
-        def intercept(call, wanted, seen):
-            def __call__(self, *args, **kwargs):
-                y = call(self, *args, **kwargs)
-                name = wanted.get(id(self))
-                if name is not None and name not in seen and args:
-                    seen[name] = (args[0], y)
-                return y
-            return __call__
-
-        def tapped(state, x):
-            model = nnx.merge(graphdef, state)
-            wanted = {id(node): ".".join(map(str, path)) for path, node in nnx.iter_graph(model)
-                      if path and ".".join(map(str, path)) in names}
-            seen = {}
-            for cls in classes:
-                cls.__call__ = intercept(saved[cls] or cls.__call__, wanted, seen)
-            try:
-                return model(x), seen
-            finally:
-                for cls, call in saved.items():
-                    if call is None:
-                        del cls.__call__
-                    else:
-                        cls.__call__ = call
-        y, seen = jax.jit(tapped)(state, t)
+        names = tuple(sorted(names))
+        classes = {type(node) for path, node in nnx.iter_graph(module)
+                   if path and ".".join(map(str, path)) in names}
+        with _intercepted(classes):
+            y, seen = _tapped(graphdef, names, state, t)
         return y, {name: (np.asarray(a), np.asarray(b)) for name, (a, b) in seen.items()}
 
     def run_training(self, module, t):
@@ -181,7 +205,7 @@ class NNXAdapter(Adapter):
                  if isinstance(node, nnx.BatchNorm)]
         module.train()
         try:
-            module(t)
+            _train_step(module, t)
         finally:
             for node, mode in modes:
                 node.use_running_average = mode

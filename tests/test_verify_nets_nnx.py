@@ -186,11 +186,6 @@ def test_bn_momentum_in_torchs_convention_is_named_by_check_training(gallery, re
     assert json.loads(report.to_json())["network"]["bn_momentum"][0] == {"bn": "bn1", "momentum": momenta["bn1"]}
 
 
-# TODO(attnport/netverify.py check_training): it reads the BatchNorm running means through `runner.assigned`,
-# which only verify's own mapping fills (attnport/verification.py `_Runner.load` skips it for a loader), so with
-# ``loader=`` it finds no BatchNorm, checks nothing and the port passes with no note. Remove the xfail once
-# check_training locates the BatchNorms without the mapping (or says it could not).
-@pytest.mark.xfail(strict=True, reason="check_training finds no BatchNorm when the weights come from a loader")
 def test_bn_momentum_is_named_by_check_training_when_a_loader_fills_the_weights(gallery, reports):
     report = reports("bn_momentum/loader")
     assert all(c.passed for c in report.cases)  # the loader is right: inference is exact
