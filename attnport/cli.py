@@ -160,6 +160,11 @@ def _titled(title: str, **kw):
     return Table(title=title, min_width=len(title) + 4, **kw)
 
 
+def _num(x) -> str:
+    """A table's number: 3 significant digits in e-notation, "-" for none."""
+    return "-" if x is None else f"{x:.2e}"
+
+
 def _diff_table(result):
     """The module x tensor table of `attnport diff` (docs/how-to/convert-a-checkpoint.md "Comparing checkpoints")."""
     from rich.markup import escape
@@ -171,8 +176,6 @@ def _diff_table(result):
     style = {"ok": "[green]ok[/]", "differs": "[red]differs[/]", "shape mismatch": "[red]shape mismatch[/]",
              "missing": "[red]missing in B[/]", "unexpected": "[red]unexpected in B[/]"}
 
-    def num(x):
-        return "-" if x is None else f"{x:.2e}"
 
     for m in result.modules:
         where = escape(m.prefix or "(single module)")
@@ -183,7 +186,7 @@ def _diff_table(result):
             dtype_b = f"[red]{t.dtype_b}[/]" if t.dtype_differs else (t.dtype_b or "-")
             table.add_row(where, escape(t.name), style[t.status], str(tuple(t.shape_a)) if t.shape_a else "-",
                           str(tuple(t.shape_b)) if t.shape_b else "-", t.dtype_a or "-", dtype_b,
-                          num(t.max_abs), num(t.max_rel), "yes" if t.bit_exact else "no")
+                          _num(t.max_abs), _num(t.max_rel), "yes" if t.bit_exact else "no")
     return table
 
 
@@ -241,9 +244,6 @@ def _network_diff_table(result):
     style = {"ok": "[green]ok[/]", "differs": "[red]differs[/]", "shape mismatch": "[red]mis-shaped[/]",
              "missing": "[red]missing in B[/]", "unexpected": "[red]unexpected in B[/]"}
 
-    def num(x):
-        return "-" if x is None else f"{x:.2e}"
-
     def pair(a, b):
         a, b = ("-" if v is None else str(v) for v in (a, b))
         return escape(a) if a == b else f"{escape(a)} / [red]{escape(b)}[/]"
@@ -255,7 +255,7 @@ def _network_diff_table(result):
         keys = [key(getattr(t, f"key_{side}"), getattr(t, f"shape_{side}") is not None) for side in keyed]
         table.add_row(escape(t.name), style[t.status] + (" (key not known)" if t.kind == UNKNOWN else ""), *keys,
                       pair(*(None if v is None else tuple(v) for v in (t.shape_a, t.shape_b))),
-                      pair(t.dtype_a, t.dtype_b), num(t.max_abs), num(t.max_rel), "yes" if t.bit_exact else "no")
+                      pair(t.dtype_a, t.dtype_b), _num(t.max_abs), _num(t.max_rel), "yes" if t.bit_exact else "no")
     return table
 
 
@@ -727,8 +727,6 @@ def _stage_table(report, title):
     for col in ("stage", "read at", "max abs err", "max rel err", "atol", "result"):
         table.add_column(col)
 
-    def num(v):
-        return "-" if v is None else f"{v:.2e}"
 
     net = report.network
     for r in net.stages:
@@ -740,7 +738,7 @@ def _stage_table(report, title):
         else:
             result = ("[bold red]FIRST DIVERGENCE[/]" if first else "[red]FAIL[/]") + (
                 f" {escape(r.error)}" if r.error else "")
-        table.add_row(escape(r.stage), escape(r.tap or "-"), num(r.max_abs), num(r.max_rel), num(r.atol), result,
+        table.add_row(escape(r.stage), escape(r.tap or "-"), _num(r.max_abs), _num(r.max_rel), _num(r.atol), result,
                       style="on dark_red" if first else None)
     return table
 
@@ -794,13 +792,10 @@ def _verify(args) -> int:
         for col in ("input", "format", "max abs err", "max rel err", "result"):
             table.add_column(col)
 
-        def num(v):
-            return "-" if v is None else f"{v:.2e}"
-
         for case in report.cases:
             error = " " + escape(case.error) if case.error else ""
             result = "[green]pass[/]" if case.passed else f"[red]FAIL[/]{error}"
-            table.add_row(case.name, case.data_format, num(case.max_abs), num(case.max_rel), result)
+            table.add_row(case.name, case.data_format, _num(case.max_abs), _num(case.max_rel), result)
         console.print(table)
     if report.passed:
         console.print("verdict: pass")
