@@ -356,7 +356,8 @@ class _Runner:
     def __init__(self, candidate, framework, data_format=None, dtype=None, spec=None):
         self.framework, self.params, self.notes = framework, None, []
         self.unused, self.wrote, self.assigned, self.missing = {}, set(), {}, []
-        self.tap_request, self.tapped = (), {}  # a network's module names to read, and what was read
+        # a network's module names to read in each run (None: not reading), and what each run read
+        self.tap_request, self.tapped = None, {}
         if framework == "callable":
             self.adapter, self.c = None, candidate
             self.dtype = dtype or "float64"
@@ -439,8 +440,8 @@ class _Runner:
             with a.scope(self.np_dtype):
                 with _user_code("the candidate"):
                     seen = None
-                    if self.tap_request and layer is self.c:  # a network: read its stages in the same run
-                        t, seen = a.run_tapped(layer, a.to_tensor(mine), self.tap_request)
+                    if self.tap_request is not None and layer is self.c:  # a network: its stages in the same run
+                        t, seen = self._run_tapped(layer, mine)
                     else:
                         t = a.call(layer, a.to_tensor(mine))
                 try:
@@ -453,6 +454,18 @@ class _Runner:
         if not _same(mine, x):
             self.wrote.add("input")
         return y
+
+    def _run_tapped(self, layer, x):
+        """``(output, {module name: (input, output)})``; where the taps cannot be read (a model the adapter's
+        tap mechanism cannot run, such as a Keras network that transposes its input in ``call``), the plain
+        call's output and no taps."""
+        a = self.adapter
+        if self.tap_request:
+            try:
+                return a.run_tapped(layer, a.to_tensor(x), self.tap_request)
+            except Exception:  # noqa: BLE001 - the plain call below says whether the candidate itself fails
+                pass
+        return a.call(layer, a.to_tensor(x)), {}
 
     def read(self, layer) -> dict:
         """NumPy copies of ``layer``'s variables by their `natives` names; a variable that cannot be read
@@ -957,7 +970,7 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
     network = reference.nets.is_network(spec)
     located = netverify.request_taps(runner, spec, taps) if network and framework != "callable" else {}
     runs = _battery_runs(runner, spec, seed)
-    runner.tap_request = ()  # the unmapped-variable re-runs need no taps
+    runner.tap_request = None  # the unmapped-variable re-runs need no taps
     oracle = {}  # a network's oracle stage outputs by battery input
     if network:
         report.tolerance_rule = NETWORK_TOLERANCE_RULE
