@@ -14,12 +14,8 @@ torch_impl = pytest.importorskip("torch_impl")
 from gallery import net_torch_ports as ports  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def spec():
-    return reference.nets.get("seresnet18", num_classes=10)
-
-
-def test_attnports_own_network_passes_at_every_stage(spec):
+def test_attnports_own_network_passes_at_every_stage():
+    spec = ports.SMALL
     report = attnport.verify(torch_impl.ResNet(spec, dtype=torch.float64).eval(), spec)
     assert report.passed, report.to_markdown()
     assert {c.name for c in report.cases} == {"unit_normal_odd", "even", "non_square"}
