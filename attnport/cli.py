@@ -165,6 +165,13 @@ def _num(x) -> str:
     return "-" if x is None else f"{x:.2e}"
 
 
+def _diff_json(result) -> int:
+    """``diff --json``: the comparison on stdout, the verdict on stderr; exit 0 equal, 1 not."""
+    print(json.dumps(result.to_json(), indent=1))
+    print(result.verdict(), file=sys.stderr)
+    return 0 if result.equal else 1
+
+
 def _diff_table(result):
     """The module x tensor table of `attnport diff` (docs/how-to/convert-a-checkpoint.md "Comparing checkpoints")."""
     from rich.markup import escape
@@ -204,9 +211,7 @@ def _diff(args) -> int:
         raise BadInput(f"{exc}; attnport diff A B --model NAME (or auto) compares whole networks") from None
     _say(result.inferred)
     if args.json:
-        print(json.dumps(result.to_json(), indent=1))
-        print(result.verdict(), file=sys.stderr)
-        return 0 if result.equal else 1
+        return _diff_json(result)
     console = _console()
     for side, file, layout in (("A", result.a, result.layout_a), ("B", result.b, result.layout_b)):
         console.print(f"{side}: {file} ({layout} layout)", markup=False, highlight=False, soft_wrap=True)
@@ -268,9 +273,7 @@ def _diff_networks(args) -> int:
     result = diff_networks(args.a, args.b, args.model, layout_a, layout_b, atol=args.atol, rtol=args.rtol)
     _say(result.inferred)
     if args.json:
-        print(json.dumps(result.to_json(), indent=1))
-        print(result.verdict(), file=sys.stderr)
-        return 0 if result.equal else 1
+        return _diff_json(result)
     console = _console()
     for side, file, model, layout in (("A", result.a, result.model_a, result.layout_a),
                                       ("B", result.b, result.model_b, result.layout_b)):
