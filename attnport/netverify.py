@@ -58,11 +58,11 @@ class StageResult:
 
 @dataclass
 class NetworkFindings:
-    """What `verify_network` adds to a `Report`."""
+    """What `attnport.verify` adds to its `Report` for a whole network (``report.network``)."""
 
     stages: list = field(default_factory=list)
     first_divergence: str | None = None
-    span: tuple = ()               # the stages the diagnosis re-ran: (last read stage within, ...,) first diverging
+    span: tuple = ()  # the stages the diagnosis re-ran: those after the last read stage within, to the first diverging
     explains_all: bool | None = None
     diverges_again: str | None = None
     training: list = field(default_factory=list)  # [(bn name, inferred torch-convention momentum)]
