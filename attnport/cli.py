@@ -771,7 +771,7 @@ def _verify(args) -> int:
         raise BadInput(str(exc)) from None
     candidate = _load_factory(args.target)
     network = reference.nets.is_network(spec)
-    steps = {"weights": "mapping the weights", "battery": "running the battery", "stages": "reading every stage",
+    steps = {"weights": "mapping the weights", "battery": "running the battery", "stages": "comparing every stage",
              "diagnosis": "diagnosing", "training": "training-mode forwards"}
     options = dict(taps=taps or None, check_training=args.check_training) if network else {}
     try:

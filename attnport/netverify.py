@@ -572,10 +572,15 @@ def _cl(a, df):
     return a.transpose(0, 2, 3, 1) if df == "channels_first" and a.ndim == 4 else a
 
 
+def _own_format(runner) -> str:
+    """The data format the candidate itself runs in (not a clone rebuilt in the other one)."""
+    return (runner.own_formats() or list(runner.layers))[0]
+
+
 def request_taps(runner, spec, taps=None) -> dict:
     """`locate` the stages among the candidate's modules and ask ``runner`` to read them in its battery runs
     (one run per input gives the logits and every stage)."""
-    df = (runner.own_formats() or list(runner.layers))[0]
+    df = _own_format(runner)
     layer = runner.layers[df]
     located = locate(runner.adapter.tap_names(layer), [s.name for s in reference.nets.stages(spec)], taps)
     runner.tap_request = tuple(sorted({n for n, _ in located.values()}))
@@ -588,7 +593,7 @@ def observe(runner, spec, p64, seed, located, oracle) -> tuple[list, list]:
     from .verification import battery
 
     stages = reference.nets.stages(spec)
-    df = (runner.own_formats() or list(runner.layers))[0]
+    df = _own_format(runner)
     observed, notes = [], []
     for case in battery(spec, seed):
         x_native = (case.x.transpose(0, 3, 1, 2) if df == "channels_first" else case.x).astype(runner.np_dtype)
@@ -714,13 +719,13 @@ def diagnose(spec, p64, observed, rows, dtype):
     return named, findings
 
 
-def check_training(runner, spec, params, seed) -> tuple[list, list]:
+def check_training(runner, spec, seed) -> tuple[list, list]:
     """``(diagnoses, [(bn, momentum)])``: each BatchNorm's momentum (torch's convention) from its running
     mean over two training-mode forwards of one battery input; `BN_MOMENTUM_ENTRY` where it is
     ``1 - BN_MOMENTUM``. The candidate's variables are put back afterwards."""
     from .verification import Diagnosis, battery
 
-    df = (runner.own_formats() or list(runner.layers))[0]
+    df = _own_format(runner)
     layer, a = runner.layers[df], runner.adapter
     names = {info.name: info for info in spec.param_table()}
     assigned = runner.assigned.get(df)

@@ -512,10 +512,11 @@ def map_params(spec, natives, framework, partial: bool = False) -> dict:
     ``partial``: a canonical parameter nothing fits goes to ``missing`` instead of raising `MappingError`."""
     used, assign, missing = set(), [], []
     table = spec.param_table()
+    paths = {info.name: reference.native(info, framework)[0] for info in table}  # our own naming (fc1.kernel, ...)
 
     def own_name(info):
-        path = reference.native(info, framework)[0]
-        return lambda n: n == path or n.endswith("." + path)  # our own naming (fc1.kernel, bn.scale, ...)
+        path = paths[info.name]
+        return lambda n: n == path or n.endswith("." + path)
 
     # a variable named as some parameter is that parameter's alone: the shape tiers never take it for another
     # (its exact name first, then a name ending in it: "bn1.weight" is not "layer1.0.bn1.weight"'s owner)
@@ -524,10 +525,10 @@ def map_params(spec, natives, framework, partial: bool = False) -> dict:
         claimed = set(owner.values())
         # the longest names first: "layer1.0.bn1.weight" claims "backbone.layer1.0.bn1.weight" before
         # "bn1.weight" could; each parameter claims one variable
-        for info in sorted(table, key=lambda i: -len(reference.native(i, framework)[0])):
+        for info in sorted(table, key=lambda i: -len(paths[i.name])):
             if info.name in claimed:
                 continue
-            path, named = reference.native(info, framework)[0], own_name(info)
+            path, named = paths[info.name], own_name(info)
             shapes = {shape for _, _, shape in _shape_options(info, framework)}
             for j, (name, nshape, _) in enumerate(natives):
                 if j not in owner and nshape in shapes and (name == path if exact else named(name)):
@@ -1005,7 +1006,7 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
         else:
             report.notes.append("loaded by the given loader: unmapped variables are not known, so not checked")
     if network:
-        _verify_network(runner, spec, params, p64, seed, located, check_training, report, step, oracle)
+        _verify_network(runner, spec, p64, seed, located, check_training, report, step, oracle)
     elif not all(c.passed for c in report.cases):
         _diagnose(runner, spec, p64, runs, loader, seed, report)
     report.diagnosis += [d for d in extra
@@ -1014,7 +1015,7 @@ def verify(candidate, spec, *, loader=None, data_format=None, dtype=None, seed: 
     return report
 
 
-def _verify_network(runner, spec, params, p64, seed, located, check_training, report, step, oracle) -> None:
+def _verify_network(runner, spec, p64, seed, located, check_training, report, step, oracle) -> None:
     """The stage-by-stage comparison, the first divergence and its diagnosis (`attnport.netverify`)."""
     if runner.framework == "callable":
         report.notes.append("a plain callable is compared at its logits only: it has no modules to read")
@@ -1033,7 +1034,7 @@ def _verify_network(runner, spec, params, p64, seed, located, check_training, re
     report.diagnosis += diagnosis
     if check_training:
         step("training")
-        found, momenta = netverify.check_training(runner, spec, params, seed)
+        found, momenta = netverify.check_training(runner, spec, seed)
         findings.training, findings.training_diagnosis = momenta, found
         report.diagnosis += found
 

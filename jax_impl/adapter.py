@@ -53,6 +53,11 @@ def _run(graphdef, state, x):
     return nnx.merge(graphdef, state)(x)
 
 
+def _dotted(path) -> str:
+    """An NNX graph path as a dotted name: ("layer1", 0) -> "layer1.0"."""
+    return ".".join(map(str, path))
+
+
 _RECORDING: list = []  # the dict `_tapped` is filling while it traces (a stack: one entry per trace)
 
 
@@ -87,8 +92,8 @@ def _intercepted(classes):
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _tapped(graphdef, names, state, x):
     model = nnx.merge(graphdef, state)
-    wanted = {id(node): ".".join(map(str, path)) for path, node in nnx.iter_graph(model)
-              if path and ".".join(map(str, path)) in names}
+    wanted = {id(node): _dotted(path) for path, node in nnx.iter_graph(model)
+              if path and _dotted(path) in names}
     _RECORDING.append((wanted, {}))
     try:
         y = model(x)
@@ -185,7 +190,7 @@ class NNXAdapter(Adapter):
         return y.block_until_ready()
 
     def tap_names(self, module):
-        return [".".join(map(str, path)) for path, node in nnx.iter_graph(module)
+        return [_dotted(path) for path, node in nnx.iter_graph(module)
                 if path and isinstance(node, nnx.Module)]
 
     def run_tapped(self, module, t, names):
@@ -195,7 +200,7 @@ class NNXAdapter(Adapter):
         graphdef, state = nnx.split(module)
         names = tuple(sorted(names))
         classes = {type(node) for path, node in nnx.iter_graph(module)
-                   if path and ".".join(map(str, path)) in names}
+                   if path and _dotted(path) in names}
         with _intercepted(classes):
             y, seen = _tapped(graphdef, names, state, t)
         return y, {name: (np.asarray(a), np.asarray(b)) for name, (a, b) in seen.items()}
@@ -220,7 +225,7 @@ class NNXAdapter(Adapter):
             var = module
             for key in path:
                 var = getattr(var, key) if isinstance(key, str) else var[key]
-            out.append((".".join(map(str, path)), tuple(np.shape(var[...])), setter(var)))
+            out.append((_dotted(path), tuple(np.shape(var[...])), setter(var)))
         return out
 
     def scope(self, dtype):
